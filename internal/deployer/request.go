@@ -1,0 +1,116 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Trigger names the door a request came through. It is used for reporting only.
+type Trigger string
+
+// The three doors.
+const (
+	TriggerWebhook Trigger = "webhook"
+	TriggerPoll    Trigger = "poll"
+	TriggerManual  Trigger = "manual"
+)
+
+// Request says "repository:tag may have a new image". Every door produces one.
+type Request struct {
+	// Repository is normalised (see ParseRef): "ghcr.io/and3rn3t/app".
+	Repository string `json:"repository,omitempty"`
+	// Tag is the tag targets must follow, "latest" when empty.
+	Tag string `json:"tag,omitempty"`
+	// Digest is the manifest (or index) digest the door saw, if it knows one.
+	Digest string `json:"digest,omitempty"`
+	// Target restricts the request to one target by name (manual deploys).
+	// Empty Repository and Target means every target.
+	Target string `json:"target,omitempty"`
+	// Trigger and ID are for tracing: the GitHub delivery id, a poll tick, an API call id.
+	Trigger Trigger `json:"trigger"`
+	ID      string  `json:"id,omitempty"`
+	// Force recreates even when the target already runs the image.
+	Force bool `json:"force,omitempty"`
+	// ReceivedAt is when hookd learned of the image; lead time is measured from it.
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Status is a job's state. Queued and running are live; the rest are final.
+type Status string
+
+// Job states.
+const (
+	StatusQueued     Status = "queued"
+	StatusRunning    Status = "running"
+	StatusSucceeded  Status = "succeeded"
+	StatusUpToDate   Status = "up_to_date"
+	StatusRolledBack Status = "rolled_back"
+	StatusFailed     Status = "failed"
+)
+
+// Final reports whether s is a final state.
+func (s Status) Final() bool {
+	return s != StatusQueued && s != StatusRunning
+}
+
+// Job is one deploy of one target.
+type Job struct {
+	ID      string  `json:"id"`
+	Target  string  `json:"target"`
+	Kind    string  `json:"kind,omitempty"` // "container" or "service"
+	Request Request `json:"request"`
+	// Image is the reference deployed, "repo:tag".
+	Image        string `json:"image"`
+	DigestBefore string `json:"digest_before,omitempty"`
+	DigestAfter  string `json:"digest_after,omitempty"`
+	Status       Status `json:"status"`
+	// Phases holds per-phase durations in seconds: "pull", "swap", "health".
+	Phases map[string]float64 `json:"phases,omitempty"`
+	Error  string             `json:"error,omitempty"`
+	// RollbackReason is one of "unhealthy", "exited", "timeout", "start_failed".
+	RollbackReason string `json:"rollback_reason,omitempty"`
+	// RollbackDetail is the exit code or last health-check output.
+	RollbackDetail string    `json:"rollback_detail,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	StartedAt      time.Time `json:"started_at,omitzero"`
+	FinishedAt     time.Time `json:"finished_at,omitzero"`
+}
+
+// JobFilter selects jobs; zero values select everything.
+type JobFilter struct {
+	Target string
+	Limit  int
+}
+
+// Step is one entry of the recreate journal. It is written before the step
+// is taken so that a restarted hookd can finish or undo a half-done swap.
+type Step struct {
+	Target string    `json:"target"`
+	JobID  string    `json:"job_id"`
+	Phase  string    `json:"phase"`
+	OldID  string    `json:"old_id,omitempty"`
+	NewID  string    `json:"new_id,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// State persists what the deployer must not lose: jobs (a queued job is a
+// pending request) and the recreate journal. The bbolt store implements it;
+// New uses an in-memory one when none is given.
+type State interface {
+	PutJob(ctx context.Context, j Job) error
+	// Jobs returns matching jobs, newest first.
+	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// Job returns ErrJobNotFound when id is unknown.
+	Job(ctx context.Context, id string) (Job, error)
+	PutStep(ctx context.Context, s Step) error
+	Steps(ctx context.Context) ([]Step, error)
+	DeleteStep(ctx context.Context, target string) error
+}
+
+// Errors returned by Submit and the job look-ups.
+var (
+	ErrQueueFull     = errors.New("deploy queue is full")
+	ErrUnknownTarget = errors.New("unknown target")
+	ErrJobNotFound   = errors.New("job not found")
+)
