@@ -1,0 +1,144 @@
+package api
+
+import (
+	"time"
+
+	"github.com/and3rn3t/hookd/internal/deployer"
+)
+
+// The wire types below are the API's contract; the CLI client decodes them.
+// They are kept apart from the deployer's own types so that a change there
+// does not silently change the API.
+
+// DeployRequest is the body of POST /deploy. Target and Image are mutually
+// exclusive; with neither, every target is deployed.
+type DeployRequest struct {
+	Target string `json:"target,omitempty"`
+	Image  string `json:"image,omitempty"`
+	Force  bool   `json:"force,omitempty"`
+	Wait   bool   `json:"wait,omitempty"`
+	// Timeout bounds Wait, as a Go duration ("5m").
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// JobRef names a job and its status.
+type JobRef struct {
+	ID     string          `json:"id"`
+	Target string          `json:"target"`
+	Status deployer.Status `json:"status"`
+}
+
+// Job is one deploy of one target with its outcome and timings.
+type Job struct {
+	ID        string           `json:"id"`
+	Target    string           `json:"target"`
+	Kind      string           `json:"kind,omitempty"`
+	Status    deployer.Status  `json:"status"`
+	Trigger   deployer.Trigger `json:"trigger,omitempty"`
+	RequestID string           `json:"request_id,omitempty"`
+	Force     bool             `json:"force,omitempty"`
+	// Image is the reference deployed, "repo:tag".
+	Image        string `json:"image,omitempty"`
+	DigestBefore string `json:"digest_before,omitempty"`
+	DigestAfter  string `json:"digest_after,omitempty"`
+	// Phases holds per-phase durations in seconds ("pull", "swap", "health").
+	Phases         map[string]float64 `json:"phases,omitempty"`
+	Error          string             `json:"error,omitempty"`
+	RollbackReason string             `json:"rollback_reason,omitempty"`
+	RollbackDetail string             `json:"rollback_detail,omitempty"`
+	CreatedAt      time.Time          `json:"created_at,omitzero"`
+	StartedAt      time.Time          `json:"started_at,omitzero"`
+	FinishedAt     time.Time          `json:"finished_at,omitzero"`
+	// DurationSeconds is FinishedAt - StartedAt once both are known.
+	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+}
+
+// Target is a container or service hookd deploys.
+type Target struct {
+	Name string `json:"name"`
+	Kind string `json:"kind,omitempty"`
+	// Image is the normalised repository ("ghcr.io/o/app"), Tag the tag it follows.
+	Image   string  `json:"image"`
+	Tag     string  `json:"tag"`
+	Digest  string  `json:"digest,omitempty"`
+	ImageID string  `json:"image_id,omitempty"`
+	LastJob *JobRef `json:"last_job,omitempty"`
+	// NextPoll is zero when polling is off for the target.
+	NextPoll time.Time `json:"next_poll,omitzero"`
+}
+
+// DeployResponse answers POST /deploy. Without wait (202) each job carries
+// only id, target and status; with wait (200, or 504 on timeout) the full job.
+type DeployResponse struct {
+	Jobs []Job `json:"jobs"`
+}
+
+// TargetsResponse answers GET /targets.
+type TargetsResponse struct {
+	Targets []Target `json:"targets"`
+}
+
+// JobsResponse answers GET /jobs, newest first.
+type JobsResponse struct {
+	Jobs []Job `json:"jobs"`
+}
+
+// ErrorResponse is the body of every error answer. Targets lists the known
+// target names and Images the images they follow when a deploy named
+// something unknown; Jobs holds the jobs' current states when a wait timed out.
+type ErrorResponse struct {
+	Error   string   `json:"error"`
+	Targets []string `json:"targets,omitempty"`
+	Images  []string `json:"images,omitempty"`
+	Jobs    []Job    `json:"jobs,omitempty"`
+}
+
+func jobView(j deployer.Job) Job {
+	v := Job{
+		ID:             j.ID,
+		Target:         j.Target,
+		Kind:           j.Kind,
+		Status:         j.Status,
+		Trigger:        j.Request.Trigger,
+		RequestID:      j.Request.ID,
+		Force:          j.Request.Force,
+		Image:          j.Image,
+		DigestBefore:   j.DigestBefore,
+		DigestAfter:    j.DigestAfter,
+		Phases:         j.Phases,
+		Error:          j.Error,
+		RollbackReason: j.RollbackReason,
+		RollbackDetail: j.RollbackDetail,
+		CreatedAt:      j.CreatedAt,
+		StartedAt:      j.StartedAt,
+		FinishedAt:     j.FinishedAt,
+	}
+	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
+		v.DurationSeconds = j.FinishedAt.Sub(j.StartedAt).Seconds()
+	}
+	return v
+}
+
+func jobViews(jobs []deployer.Job) []Job {
+	out := make([]Job, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, jobView(j))
+	}
+	return out
+}
+
+func jobRef(j deployer.Job) JobRef {
+	return JobRef{ID: j.ID, Target: j.Target, Status: j.Status}
+}
+
+// targetRef returns the normalised image reference a target follows.
+func targetRef(t deployTarget) deployer.ImageRef {
+	if t.Ref.Registry != "" {
+		return t.Ref
+	}
+	r, err := deployer.ParseRef(t.Image)
+	if err != nil {
+		return deployer.ImageRef{Path: t.Image, Tag: t.Tag}
+	}
+	return r
+}
