@@ -83,11 +83,12 @@ type server struct {
 	now         func() time.Time
 }
 
-// New returns the handler for every route under Prefix. It serves full
-// paths, so mount it for the subtree without stripping the prefix:
+// New returns the handler for every route under Prefix. It always routes
+// on the request's full path, so it may be mounted any way that hands it
+// the subtree:
 //
+//	r.Mount(api.Prefix, h)          // chi
 //	mux.Handle(api.Prefix+"/", h)   // net/http ServeMux
-//	r.Handle(api.Prefix+"/*", h)    // chi (not r.Mount, which strips)
 //
 // With no non-empty token in cfg.Tokens the handler answers every request
 // with 404 and a message saying the API is disabled.
@@ -113,5 +114,5 @@ func New(cfg Config, d Deployments, logger *slog.Logger) http.Handler {
 		s.maxWait = DefaultWaitTimeout
 	}
 	s.defaultWait = min(defaultWait, s.maxWait)
-	return s.routes()
+	return ownRouting(s.routes())
 }

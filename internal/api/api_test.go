@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 )
 
 const testToken = "s3cret-token-one"
@@ -33,6 +35,7 @@ type fakeDeployments struct {
 	submitErr error
 	jobsErr   error
 	outcome   map[string]deployer.Job // target → final state
+	delay     time.Duration           // how long a job with an outcome takes
 }
 
 func newFake() *fakeDeployments {
@@ -118,6 +121,11 @@ func (f *fakeDeployments) Job(_ context.Context, id string) (deployer.Job, error
 }
 
 func (f *fakeDeployments) WaitJob(ctx context.Context, id string) (deployer.Job, error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return deployer.Job{}, ctx.Err()
+	}
 	f.mu.Lock()
 	for i, j := range f.jobs {
 		if j.ID != id {
@@ -662,11 +670,13 @@ func TestMount(t *testing.T) {
 	h := newTestHandler(t, Config{}, newFake())
 	mux := http.NewServeMux()
 	mux.Handle(Prefix+"/", h)
-	r := chi.NewRouter()
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {})
-	r.Handle(Prefix+"/*", h)
+	mounted := chi.NewRouter()
+	mounted.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {})
+	mounted.Mount(Prefix, h)
+	handled := chi.NewRouter()
+	handled.Handle(Prefix+"/*", h)
 
-	for name, parent := range map[string]http.Handler{"ServeMux": mux, "chi": r} {
+	for name, parent := range map[string]http.Handler{"ServeMux": mux, "chi Mount": mounted, "chi Handle": handled} {
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewServer(parent)
 			t.Cleanup(srv.Close)
@@ -701,5 +711,40 @@ func TestMount(t *testing.T) {
 				t.Errorf("GET job %s = %d %s, want 200 with the job", id, resp.StatusCode, body)
 			}
 		})
+	}
+}
+
+// A wait longer than the daemon's WriteTimeout still gets its answer, also
+// behind a middleware that wraps the ResponseWriter.
+func TestDeployWaitOutlivesWriteTimeout(t *testing.T) {
+	f := newFake()
+	f.outcome["web"] = deployer.Job{Status: deployer.StatusSucceeded}
+	f.delay = 600 * time.Millisecond
+	h := newTestHandler(t, Config{}, f)
+	wrap := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(middleware.NewWrapResponseWriter(w, r.ProtoMajor), r)
+	})
+	srv := httptest.NewUnstartedServer(wrap)
+	srv.Config.WriteTimeout = 200 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/deploy",
+		bytes.NewReader([]byte(`{"target":"web","wait":true,"timeout":"5s"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("POST wait past the write timeout: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK || decode[DeployResponse](t, string(body)).Jobs[0].Status != deployer.StatusSucceeded {
+		t.Errorf("POST wait = %d %s, want 200 with the succeeded job", resp.StatusCode, body)
 	}
 }

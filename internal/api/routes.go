@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -38,4 +39,16 @@ func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, errMethodNotAllowed, ErrorResponse{})
+}
+
+// ownRouting hides a parent chi router's routing context from h. chi's
+// Mount would otherwise hand h only the path below the mount point, and h
+// routes on full paths so that it works the same under any router.
+func ownRouting(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if chi.RouteContext(r.Context()) != nil {
+			r = r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, nil))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
