@@ -1,0 +1,294 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/and3rn3t/hookd/internal/deployer"
+)
+
+var _ deployer.State = (*Store)(nil)
+
+// PutJob inserts or updates j. A new job may prune the oldest final jobs of
+// its target beyond Options.JobsPerTarget; queued and running jobs are never
+// pruned, they are pending requests.
+func (s *Store) PutJob(ctx context.Context, j deployer.Job) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if j.ID == "" || j.Target == "" {
+		return fmt.Errorf("put job %q: id and target are required", j.ID)
+	}
+	val, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return s.putJob(tx, j, val)
+	})
+	if err != nil {
+		return fmt.Errorf("put job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) putJob(tx *bolt.Tx, j deployer.Job, val []byte) error {
+	jobs := tx.Bucket(bucketJobs)
+	ids := tx.Bucket(bucketJobIDs)
+	id := []byte(j.ID)
+	status := []byte(j.Status)
+
+	// The key is fixed at the first put, so an update finds the job even if
+	// the caller changed CreatedAt.
+	var key []byte
+	idx := ids.Get(id)
+	if idx != nil {
+		key = jobKey(idx[:8], id)
+		if old := string(idx[8:]); old != j.Target {
+			if err := s.unindex(tx, old, key); err != nil {
+				return err
+			}
+			idx = nil
+		}
+	} else {
+		created := j.CreatedAt
+		if created.IsZero() {
+			created = s.opts.Now()
+		}
+		key = jobKey(timeBytes(created), id)
+	}
+	if err := jobs.Put(key, val); err != nil {
+		return err
+	}
+	tb, err := tx.Bucket(bucketJobTargets).CreateBucketIfNotExists([]byte(j.Target))
+	if err != nil {
+		return err
+	}
+	if idx != nil {
+		// Known job: keep the status in the index current, for pruning.
+		if !bytes.Equal(tb.Get(key), status) {
+			return tb.Put(key, status)
+		}
+		return nil
+	}
+	if err := ids.Put(id, append(bytes.Clone(key[:8]), j.Target...)); err != nil {
+		return err
+	}
+	if err := tb.Put(key, status); err != nil {
+		return err
+	}
+	counts := tx.Bucket(bucketJobCounts)
+	n := getUint(counts.Get([]byte(j.Target))) + 1
+	n -= s.prune(tx, tb, n)
+	return counts.Put([]byte(j.Target), putUint(n))
+}
+
+// prune deletes the final jobs among the n-JobsPerTarget oldest of a target
+// and returns how many it deleted. Live jobs stay and keep being counted, so
+// they are looked at again on the next put.
+func (s *Store) prune(tx *bolt.Tx, tb *bolt.Bucket, n uint64) uint64 {
+	limit := uint64(s.opts.JobsPerTarget)
+	if n <= limit {
+		return 0
+	}
+	excess := n - limit
+	var del [][]byte
+	c := tb.Cursor()
+	for k, v := c.First(); k != nil && excess > 0; k, v = c.Next() {
+		excess--
+		if deployer.Status(v).Final() {
+			// Cursor keys are only valid until the bucket changes.
+			del = append(del, bytes.Clone(k))
+		}
+	}
+	jobs, ids := tx.Bucket(bucketJobs), tx.Bucket(bucketJobIDs)
+	for _, k := range del {
+		// Deletes of keys just read in this transaction cannot fail.
+		_ = tb.Delete(k)
+		_ = jobs.Delete(k)
+		_ = ids.Delete(k[8:])
+	}
+	return uint64(len(del))
+}
+
+// unindex removes key from target's index (a job moved to another target).
+func (s *Store) unindex(tx *bolt.Tx, target string, key []byte) error {
+	tb := tx.Bucket(bucketJobTargets).Bucket([]byte(target))
+	if tb == nil || tb.Get(key) == nil {
+		return nil
+	}
+	if err := tb.Delete(key); err != nil {
+		return err
+	}
+	counts := tx.Bucket(bucketJobCounts)
+	n := getUint(counts.Get([]byte(target)))
+	if n > 0 {
+		n--
+	}
+	return counts.Put([]byte(target), putUint(n))
+}
+
+// Jobs returns the jobs matching f, newest (by CreatedAt) first.
+func (s *Store) Jobs(ctx context.Context, f deployer.JobFilter) ([]deployer.Job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := []deployer.Job{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		var c *bolt.Cursor
+		if f.Target != "" {
+			tb := tx.Bucket(bucketJobTargets).Bucket([]byte(f.Target))
+			if tb == nil {
+				return nil
+			}
+			c = tb.Cursor()
+		} else {
+			c = jobs.Cursor()
+		}
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			if f.Target != "" {
+				v = jobs.Get(k)
+			}
+			var j deployer.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k[8:], err)
+			}
+			out = append(out, j)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return out, nil
+}
+
+// Job returns the job with id; the error wraps deployer.ErrJobNotFound when
+// there is none.
+func (s *Store) Job(ctx context.Context, id string) (deployer.Job, error) {
+	if err := ctx.Err(); err != nil {
+		return deployer.Job{}, err
+	}
+	var j deployer.Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bucketJobIDs).Get([]byte(id))
+		if idx == nil {
+			return deployer.ErrJobNotFound
+		}
+		v := tx.Bucket(bucketJobs).Get(jobKey(idx[:8], []byte(id)))
+		if v == nil {
+			return deployer.ErrJobNotFound
+		}
+		return json.Unmarshal(v, &j)
+	})
+	if err != nil {
+		return deployer.Job{}, fmt.Errorf("job %q: %w", id, err)
+	}
+	return j, nil
+}
+
+// PutStep records s as its target's current journal entry, replacing the
+// previous one.
+func (s *Store) PutStep(ctx context.Context, st deployer.Step) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if st.Target == "" {
+		return errors.New("put step: target is required")
+	}
+	val, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode step for %s: %w", st.Target, err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSteps).Put([]byte(st.Target), val)
+	})
+	if err != nil {
+		return fmt.Errorf("put step for %s: %w", st.Target, err)
+	}
+	return nil
+}
+
+// Steps returns every target's journal entry, ordered by target.
+func (s *Store) Steps(ctx context.Context) ([]deployer.Step, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []deployer.Step
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSteps).ForEach(func(k, v []byte) error {
+			var st deployer.Step
+			if err := json.Unmarshal(v, &st); err != nil {
+				return fmt.Errorf("decode step for %s: %w", k, err)
+			}
+			out = append(out, st)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list steps: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteStep removes target's journal entry; it is not an error if there is
+// none (and then nothing is written).
+func (s *Store) DeleteStep(ctx context.Context, target string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	key := []byte(target)
+	var present bool
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		present = tx.Bucket(bucketSteps).Get(key) != nil
+		return nil
+	})
+	if !present {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSteps).Delete(key)
+	})
+	if err != nil {
+		return fmt.Errorf("delete step for %s: %w", target, err)
+	}
+	return nil
+}
+
+// jobKey is created(8) | id.
+func jobKey(created, id []byte) []byte {
+	k := make([]byte, 0, 8+len(id))
+	return append(append(k, created...), id...)
+}
+
+// timeBytes encodes t as 8 big-endian bytes that sort like the times
+// (the sign bit is flipped so times before 1970 sort first too).
+func timeBytes(t time.Time) []byte {
+	return putUint(uint64(t.UnixNano()) ^ 1<<63)
+}
+
+func bytesTime(b []byte) time.Time {
+	return time.Unix(0, int64(getUint(b)^1<<63))
+}
+
+func putUint(n uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), n)
+}
+
+func getUint(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
