@@ -57,7 +57,7 @@ type Deployments interface {
 	// Submit queues req and returns the jobs it created or joined. It
 	// returns deployer.ErrUnknownTarget and deployer.ErrQueueFull.
 	Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error)
-	Targets() []deployTarget
+	Targets() []deployer.Target
 	// Jobs returns matching jobs, newest first.
 	Jobs(ctx context.Context, f deployer.JobFilter) ([]deployer.Job, error)
 	// Job returns deployer.ErrJobNotFound for an unknown id.

@@ -29,7 +29,7 @@ const testToken = "s3cret-token-one"
 // outcome configured for its target (or never, when there is none).
 type fakeDeployments struct {
 	mu        sync.Mutex
-	targets   []deployTarget
+	targets   []deployer.Target
 	jobs      []deployer.Job // oldest first
 	requests  []deployer.Request
 	submitErr error
@@ -40,11 +40,12 @@ type fakeDeployments struct {
 
 func newFake() *fakeDeployments {
 	return &fakeDeployments{
-		targets: []deployTarget{
-			{Name: "web", Kind: "container", Image: "ghcr.io/o/web:latest", Tag: "latest",
+		targets: []deployer.Target{
+			{Name: "web", Kind: "container", Image: "ghcr.io/o/web", Tag: "latest",
 				Ref:    deployer.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
 				Digest: "sha256:" + strings.Repeat("a", 64), ImageID: "sha256:" + strings.Repeat("b", 64)},
-			{Name: "db", Kind: "container", Image: "postgres:16", Tag: "16"},
+			// No Ref: the API falls back to parsing Image and Tag.
+			{Name: "db", Kind: "container", Image: "docker.io/library/postgres", Tag: "16"},
 		},
 		outcome: map[string]deployer.Job{},
 	}
@@ -84,7 +85,7 @@ func (f *fakeDeployments) Submit(_ context.Context, req deployer.Request) ([]dep
 	return out, nil
 }
 
-func (f *fakeDeployments) Targets() []deployTarget {
+func (f *fakeDeployments) Targets() []deployer.Target {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.targets)

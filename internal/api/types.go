@@ -132,13 +132,16 @@ func jobRef(j deployer.Job) JobRef {
 }
 
 // targetRef returns the normalised image reference a target follows.
-func targetRef(t deployTarget) deployer.ImageRef {
+func targetRef(t deployer.Target) deployer.ImageRef {
 	if t.Ref.Registry != "" {
 		return t.Ref
 	}
 	r, err := deployer.ParseRef(t.Image)
 	if err != nil {
-		return deployer.ImageRef{Path: t.Image, Tag: t.Tag}
+		r = deployer.ImageRef{Path: t.Image}
+	}
+	if t.Tag != "" {
+		r.Tag = t.Tag
 	}
 	return r
 }
