@@ -55,6 +55,9 @@ type ContainerOptions struct {
 	// RegistryAuth is the X-Registry-Auth value (see Registry.RegistryAuth)
 	// used when Image has to be pulled first.
 	RegistryAuth string
+	// Customize, when set, may change anything else (stop signal,
+	// resources, hostname, further endpoints, …) just before the create.
+	Customize func(*container.Config, *container.HostConfig, *network.NetworkingConfig)
 }
 
 var unsafeNameChars = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
@@ -128,12 +131,18 @@ func RunContainer(ctx context.Context, t testing.TB, cli *client.Client, o Conta
 		hc.Binds = append(hc.Binds, v)
 	}
 
-	var nc *network.NetworkingConfig
+	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{}}
 	if o.Network != "" && len(o.Aliases) > 0 {
-		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
-			o.Network: {Aliases: o.Aliases},
-		}}
+		nc.EndpointsConfig[o.Network] = &network.EndpointSettings{Aliases: o.Aliases}
 	}
+	if o.Customize != nil {
+		o.Customize(cfg, hc, nc)
+	}
+	// The test label stays whatever Customize did: cleanup relies on it.
+	if cfg.Labels == nil {
+		cfg.Labels = map[string]string{}
+	}
+	cfg.Labels[LabelKey] = st.label
 
 	// Cleanup first, so that it also runs when create or start fails halfway.
 	st.track(&st.containers, name)

@@ -11,6 +11,20 @@
 //
 // The Docker engine is shared with other test binaries running at the same
 // time: tests only ever clean up what they created. CleanupAll is for CI only.
+//
+// A typical test:
+//
+//	cli := dockertest.Docker(t)        // skips when no engine answers
+//	reg := dockertest.NewRegistry(t)   // or NewRegistry(t, WithBearerAuth("", ""))
+//	reg.PushApp(ctx, t, "hookd/app", "latest", dockertest.App{Version: "v1"})
+//	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+//		Image:  reg.Ref("hookd/app", "latest"),
+//		Labels: map[string]string{"hookd.enable": "true"},
+//		Ports:  map[string]string{dockertest.AppPort: ""},
+//	})
+//	reg.PushApp(ctx, t, "hookd/app", "latest", dockertest.App{Version: "v2"})
+//	// … deploy …
+//	v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
 package dockertest
 
 import (

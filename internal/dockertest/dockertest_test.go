@@ -3,9 +3,13 @@ package dockertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -593,5 +597,140 @@ func TestParseRestartPolicy(t *testing.T) {
 		if !tt.wantErr && got != tt.want {
 			t.Errorf("parseRestartPolicy(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// recordingTB stands in for a test so that Docker's skip or failure can be
+// observed without ending the real test.
+type recordingTB struct {
+	testing.TB
+	mu      sync.Mutex
+	skipped string
+	failed  string
+}
+
+func (r *recordingTB) Skipf(format string, args ...any) {
+	r.mu.Lock()
+	r.skipped = fmt.Sprintf(format, args...)
+	r.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (r *recordingTB) Fatalf(format string, args ...any) {
+	r.mu.Lock()
+	r.failed = fmt.Sprintf(format, args...)
+	r.mu.Unlock()
+	runtime.Goexit()
+}
+
+func TestDockerWithoutEngine(t *testing.T) {
+	tests := []struct {
+		integration string
+		wantSkip    bool
+	}{
+		{"", true},
+		{"1", false},
+	}
+	for _, tt := range tests {
+		t.Run("HOOKD_INTEGRATION="+tt.integration, func(t *testing.T) {
+			t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+			t.Setenv("HOOKD_INTEGRATION", tt.integration)
+			rec := &recordingTB{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				Docker(rec)
+			}()
+			<-done
+			if gotSkip := rec.skipped != ""; gotSkip != tt.wantSkip {
+				t.Errorf("skipped = %q, want skip %v", rec.skipped, tt.wantSkip)
+			}
+			if gotFail := rec.failed != ""; gotFail == tt.wantSkip {
+				t.Errorf("failed = %q, want failure %v", rec.failed, !tt.wantSkip)
+			}
+		})
+	}
+}
+
+func TestRunContainerOptions(t *testing.T) {
+	ctx := testContext(t)
+	cli := Docker(t)
+	reg := NewRegistry(t)
+	reg.PushApp(ctx, t, "hookd/app", "v1", App{Version: "v1"})
+	netName := CreateNetwork(ctx, t, cli)
+	vol := CreateVolume(ctx, t, cli)
+
+	id, name := RunContainer(ctx, t, cli, ContainerOptions{
+		Image:         reg.Ref("hookd/app", "v1"),
+		Name:          "opts",
+		Labels:        map[string]string{"hookd.enable": "true"},
+		Env:           []string{"GREETING=hi"},
+		Ports:         map[string]string{AppPort: ""},
+		Volumes:       []string{vol + ":/data"},
+		Network:       netName,
+		Aliases:       []string{"web"},
+		RestartPolicy: "on-failure:2",
+		Customize: func(c *container.Config, hc *container.HostConfig, _ *network.NetworkingConfig) {
+			c.StopSignal = "SIGINT"
+			c.Labels = map[string]string{"replaced": "yes"}
+		},
+	})
+	if !strings.HasPrefix(name, "opts-") {
+		t.Errorf("name = %q, want opts-<suffix>", name)
+	}
+	info, err := cli.ContainerInspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Config.Labels[LabelKey]; got != LabelValue(t) {
+		t.Errorf("label %s = %q, want %q even after Customize", LabelKey, got, LabelValue(t))
+	}
+	if got := info.Config.StopSignal; got != "SIGINT" {
+		t.Errorf("stop signal = %q, want SIGINT from Customize", got)
+	}
+	if got := info.HostConfig.RestartPolicy; got.Name != "on-failure" || got.MaximumRetryCount != 2 {
+		t.Errorf("restart policy = %+v, want on-failure:2", got)
+	}
+	ep := info.NetworkSettings.Networks[netName]
+	if ep == nil || !contains(ep.Aliases, "web") {
+		t.Errorf("endpoint on %s = %+v, want alias web", netName, ep)
+	}
+	addr := HostPort(ctx, t, cli, name)
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Errorf("HostPort = %q, want 127.0.0.1:PORT", addr)
+	}
+	ok, last := waitFor(ctx, 10*time.Second, func() (bool, string) {
+		v, err := Version(ctx, addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		return v == "v1", v
+	})
+	if !ok {
+		t.Fatalf("Version(%s) = %q, want v1", addr, last)
+	}
+	if got := get(t, "http://"+addr+"/env?name=GREETING"); got != "hi" {
+		t.Errorf("GET /env?name=GREETING = %q, want hi", got)
+	}
+	put(t, "http://"+addr+"/file?path=/data/x", "in-volume")
+
+	// The named volume outlives the container: a second one sees the file.
+	_, name2 := RunContainer(ctx, t, cli, ContainerOptions{
+		Image:   reg.Ref("hookd/app", "v1"),
+		Ports:   map[string]string{AppPort: ""},
+		Volumes: []string{vol + ":/data"},
+	})
+	addr2 := HostPort(ctx, t, cli, name2)
+	ok, last = waitFor(ctx, 10*time.Second, func() (bool, string) {
+		resp, err := http.Get("http://" + addr2 + "/file?path=/data/x")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b) == "in-volume", string(b)
+	})
+	if !ok {
+		t.Errorf("file in shared volume = %q, want in-volume", last)
 	}
 }
