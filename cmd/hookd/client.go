@@ -1,0 +1,466 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/deployer"
+)
+
+var (
+	// errUsage marks a mistake in how hookd was invoked or configured; main
+	// exits 2 for it.
+	errUsage = errors.New("usage")
+	// errDeployFailed means a deploy ended failed or rolled back.
+	errDeployFailed = errors.New("deploy failed")
+)
+
+const (
+	defaultClientURL = "http://127.0.0.1:8080"
+	// clientSlack is added to --timeout for the HTTP round trip of a wait.
+	clientSlack    = 30 * time.Second
+	clientDeadline = 30 * time.Second // for everything else
+)
+
+// runClient implements the client verbs "deploy" and "status"; args are the words after the verb.
+func runClient(ctx context.Context, verb string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	switch verb {
+	case "deploy":
+		return clientDeploy(ctx, args, getenv, stdout, stderr)
+	case "status":
+		return clientStatus(ctx, args, getenv, stdout, stderr)
+	default:
+		return fmt.Errorf("%w: unknown command %q (commands: deploy, status)", errUsage, verb)
+	}
+}
+
+// clientFlags are the flags every client verb has.
+type clientFlags struct {
+	url       string
+	tokenFile string
+}
+
+func newClientFlagSet(verb, synopsis string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
+	fs := flag.NewFlagSet("hookd "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	fs.StringVar(&cf.url, "url", "", "hookd's address (env HOOKD_URL, default "+defaultClientURL+")")
+	fs.StringVar(&cf.tokenFile, "token-file", "", "file holding the API token (env HOOKD_API_TOKEN or HOOKD_API_TOKEN_FILE)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs, &cf
+}
+
+// parseArgs parses flags placed before, between or after the positional
+// arguments ("hookd deploy web --wait"), which flag.Parse alone does not.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+func clientDeploy(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("deploy", "hookd deploy [TARGET] [--image REF] [--force] [--wait [--timeout 5m]]", stderr)
+	image := fs.String("image", "", "deploy the targets that follow this image (ghcr.io/owner/name:tag) instead of one target")
+	force := fs.Bool("force", false, "recreate even when the target already runs the newest image")
+	wait := fs.Bool("wait", false, "wait for the deploys to finish and exit non-zero if one failed or was rolled back")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	var target string
+	switch {
+	case len(positional) > 1:
+		return fmt.Errorf("%w: hookd deploy takes at most one target, got %q", errUsage, positional)
+	case len(positional) == 1:
+		target = positional[0]
+	}
+	if target != "" && *image != "" {
+		return fmt.Errorf("%w: give a target or --image, not both", errUsage)
+	}
+	if *wait && *timeout <= 0 {
+		return fmt.Errorf("%w: --timeout must be positive", errUsage)
+	}
+	c, err := newAPIClient(cf, getenv)
+	if err != nil {
+		return err
+	}
+
+	body := api.DeployRequest{Target: target, Image: *image, Force: *force, Wait: *wait}
+	deadline := clientDeadline
+	if *wait {
+		body.Timeout = timeout.String()
+		deadline = *timeout + clientSlack
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	var resp api.DeployResponse
+	err = c.call(ctx, http.MethodPost, "/deploy", body, &resp)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusGatewayTimeout && len(ae.body.Jobs) > 0 {
+		printDeployJobs(stdout, ae.body.Jobs, true)
+		return fmt.Errorf("deploy still running after %s; see hookd status", *timeout)
+	}
+	if err != nil {
+		return err
+	}
+	printDeployJobs(stdout, resp.Jobs, *wait)
+	return deployOutcome(resp.Jobs)
+}
+
+// printDeployJobs prints one line per job and, once they are final, what
+// went wrong.
+func printDeployJobs(w io.Writer, jobs []api.Job, final bool) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if final {
+		fmt.Fprintln(tw, "TARGET\tSTATUS\tDURATION\tJOB")
+	} else {
+		fmt.Fprintln(tw, "TARGET\tSTATUS\tJOB")
+	}
+	for _, j := range jobs {
+		if final {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.Target, j.Status, jobDuration(j), j.ID)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", j.Target, j.Status, j.ID)
+		}
+	}
+	tw.Flush()
+	for _, j := range jobs {
+		if p := jobProblem(j); p != "" {
+			fmt.Fprintf(w, "%s: %s\n", j.Target, p)
+		}
+	}
+}
+
+// deployOutcome returns an error wrapping errDeployFailed when a job failed
+// or was rolled back.
+func deployOutcome(jobs []api.Job) error {
+	var bad []string
+	for _, j := range jobs {
+		if j.Status == deployer.StatusFailed || j.Status == deployer.StatusRolledBack {
+			bad = append(bad, j.Target+" "+string(j.Status))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", strings.Join(bad, ", "), errDeployFailed)
+}
+
+func clientStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("status", "hookd status [--json] [--limit 20]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON instead of tables")
+	limit := fs.Int("limit", 20, "how many recent jobs to show (1-1000)")
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) > 0 {
+		return fmt.Errorf("%w: hookd status takes no arguments, got %q", errUsage, positional)
+	}
+	if *limit < 1 || *limit > 1000 {
+		return fmt.Errorf("%w: --limit must be from 1 to 1000", errUsage)
+	}
+	c, err := newAPIClient(cf, getenv)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, clientDeadline)
+	defer cancel()
+	var targets api.TargetsResponse
+	if err := c.call(ctx, http.MethodGet, "/targets", nil, &targets); err != nil {
+		return err
+	}
+	var jobs api.JobsResponse
+	if err := c.call(ctx, http.MethodGet, "/jobs?limit="+strconv.Itoa(*limit), nil, &jobs); err != nil {
+		return err
+	}
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Targets []api.Target `json:"targets"`
+			Jobs    []api.Job    `json:"jobs"`
+		}{nonNil(targets.Targets), nonNil(jobs.Jobs)})
+	}
+	now := time.Now()
+	printTargets(stdout, targets.Targets, now)
+	fmt.Fprintln(stdout)
+	printJobs(stdout, jobs.Jobs, now)
+	return nil
+}
+
+func printTargets(w io.Writer, targets []api.Target, now time.Time) {
+	if len(targets) == 0 {
+		fmt.Fprintln(w, "no targets: no container is labelled hookd.enable=true")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tIMAGE\tTAG\tDIGEST\tLAST-JOB\tNEXT-POLL")
+	for _, t := range targets {
+		last := "-"
+		if t.LastJob != nil {
+			last = string(t.LastJob.Status) + " " + t.LastJob.ID
+		}
+		next := "-"
+		if !t.NextPoll.IsZero() {
+			next = "due"
+			if d := t.NextPoll.Sub(now); d > 0 {
+				next = "in " + shortDuration(d)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Image, t.Tag, orDash(shortDigest(t.Digest)), last, next)
+	}
+	tw.Flush()
+}
+
+func printJobs(w io.Writer, jobs []api.Job, now time.Time) {
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no jobs yet")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTARGET\tTRIGGER\tSTATUS\tAGE\tERROR")
+	for _, j := range jobs {
+		age := "-"
+		if !j.CreatedAt.IsZero() {
+			age = shortDuration(now.Sub(j.CreatedAt))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Target, orDash(string(j.Trigger)), j.Status, age, orDash(oneLine(jobProblem(j), 80)))
+	}
+	tw.Flush()
+}
+
+// jobProblem says what went wrong in a job, or "".
+func jobProblem(j api.Job) string {
+	var parts []string
+	if j.RollbackReason != "" {
+		s := "rolled back: " + j.RollbackReason
+		if j.RollbackDetail != "" {
+			s += ": " + j.RollbackDetail
+		}
+		parts = append(parts, s)
+	}
+	if j.Error != "" {
+		parts = append(parts, j.Error)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func jobDuration(j api.Job) string {
+	if j.DurationSeconds <= 0 {
+		return "-"
+	}
+	return time.Duration(j.DurationSeconds * float64(time.Second)).Round(100 * time.Millisecond).String()
+}
+
+// shortDuration formats d coarsely: 42s, 3m10s, 5h2m, 3d.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	default:
+		return strconv.Itoa(int(d.Hours()/24)) + "d"
+	}
+}
+
+// shortDigest returns the first 12 hex digits of a digest, as docker does.
+func shortDigest(d string) string {
+	_, hex, ok := strings.Cut(d, ":")
+	if !ok {
+		hex = d
+	}
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return hex
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		s = string(r[:max-1]) + "…"
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// apiClient calls a running hookd's API.
+type apiClient struct {
+	base  string // up to and including /api/v1
+	token string
+	http  *http.Client
+}
+
+func newAPIClient(cf *clientFlags, getenv func(string) string) (*apiClient, error) {
+	raw := cf.url
+	if raw == "" {
+		raw = getenv("HOOKD_URL")
+	}
+	if raw == "" {
+		raw = defaultClientURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%w: hookd URL %q is not an http:// or https:// URL", errUsage, raw)
+	}
+	token, err := clientToken(cf.tokenFile, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{
+		base:  strings.TrimRight(u.String(), "/") + api.Prefix,
+		token: token,
+		http:  &http.Client{},
+	}, nil
+}
+
+// clientToken finds the API token: --token-file, else HOOKD_API_TOKEN, else
+// HOOKD_API_TOKEN_FILE. Of several tokens (rotation) the first is used.
+// Errors name the source, never the token.
+func clientToken(flagFile string, getenv func(string) string) (string, error) {
+	env, envFile := getenv("HOOKD_API_TOKEN"), getenv("HOOKD_API_TOKEN_FILE")
+	var list, source string
+	switch {
+	case flagFile != "":
+		source = "--token-file " + flagFile
+		data, err := os.ReadFile(flagFile)
+		if err != nil {
+			return "", fmt.Errorf("%w: read API token: %v", errUsage, err)
+		}
+		list = strings.ReplaceAll(string(data), "\n", ",")
+	case env != "" && envFile != "":
+		return "", fmt.Errorf("%w: set HOOKD_API_TOKEN or HOOKD_API_TOKEN_FILE, not both", errUsage)
+	case env != "":
+		source, list = "HOOKD_API_TOKEN", env
+	case envFile != "":
+		source = "HOOKD_API_TOKEN_FILE " + envFile
+		data, err := os.ReadFile(envFile)
+		if err != nil {
+			return "", fmt.Errorf("%w: read API token: %v", errUsage, err)
+		}
+		list = strings.ReplaceAll(string(data), "\n", ",")
+	default:
+		return "", fmt.Errorf("%w: no API token: set HOOKD_API_TOKEN or HOOKD_API_TOKEN_FILE, or pass --token-file", errUsage)
+	}
+	for t := range strings.SplitSeq(list, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no API token in %s", errUsage, source)
+}
+
+// apiError is an error answer of the API.
+type apiError struct {
+	status int
+	body   api.ErrorResponse
+}
+
+func (e *apiError) Error() string {
+	msg := e.body.Error
+	if msg == "" {
+		msg = strings.ToLower(http.StatusText(e.status))
+	}
+	msg = fmt.Sprintf("hookd answered %d: %s", e.status, msg)
+	if e.status == http.StatusUnauthorized {
+		msg += " (check HOOKD_API_TOKEN)"
+	}
+	if len(e.body.Targets) > 0 {
+		msg += " (known targets: " + strings.Join(e.body.Targets, ", ") + ")"
+	}
+	if len(e.body.Images) > 0 {
+		msg += " (followed images: " + strings.Join(e.body.Images, ", ") + ")"
+	}
+	return msg
+}
+
+// call sends in (if not nil) as JSON and decodes a 2xx answer into out.
+// Other answers become an *apiError carrying the server's message.
+func (c *apiClient) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach hookd: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		ae := &apiError{status: resp.StatusCode}
+		// A body that is not hookd's JSON (a proxy's error page) is not shown.
+		_ = json.Unmarshal(data, &ae.body)
+		return ae
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+	}
+	return nil
+}
