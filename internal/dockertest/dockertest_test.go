@@ -392,6 +392,39 @@ func TestFailAnswersStatusWithRetryAfter(t *testing.T) {
 	}
 }
 
+func TestTagPointsAtSameDigest(t *testing.T) {
+	ctx := testContext(t)
+	reg := NewRegistry(t, WithBearerAuth("bot", "pw"))
+	pushed := reg.PushIndex(ctx, t, "hookd/app", "sha-1a2b3c", App{Version: "v1"})
+	if got := reg.Tag(ctx, t, "hookd/app", "sha-1a2b3c", "latest"); got != pushed {
+		t.Errorf("Tag digest = %s, want %s", got, pushed)
+	}
+	ref, err := name.ParseReference(reg.Ref("hookd/app", "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: "bot", Password: "pw"}))
+	if err != nil {
+		t.Fatalf("remote.Head: %v", err)
+	}
+	if got := desc.Digest.String(); got != pushed {
+		t.Errorf("latest digest = %s, want %s", got, pushed)
+	}
+}
+
+func TestBuildFlags(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"-race", ""},
+		{"-mod=mod -race -v", "-mod=mod -v"},
+	}
+	for _, tt := range tests {
+		if got := buildFlags(tt.in); got != tt.want {
+			t.Errorf("buildFlags(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestDownRefusesConnectionsUntilUp(t *testing.T) {
 	ctx := testContext(t)
 	reg := NewRegistry(t)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,6 +119,22 @@ func (r *Registry) PushIndex(ctx context.Context, t testing.TB, repo, tag string
 		t.Fatalf("digest of index %s: %v", ref, err)
 	}
 	return d.String()
+}
+
+// Tag makes repo:dst point at what repo:src points at (image or index),
+// like pushing the same build under a second tag; it returns the digest.
+func (r *Registry) Tag(ctx context.Context, t testing.TB, repo, src, dst string) string {
+	t.Helper()
+	from := r.parseRef(t, repo, src)
+	desc, err := remote.Get(from, remote.WithContext(ctx), remote.WithAuth(r.rigAuth))
+	if err != nil {
+		t.Fatalf("get %s: %v", from, err)
+	}
+	to := r.parseRef(t, repo, dst)
+	if err := remote.Tag(to.Context().Tag(dst), desc, remote.WithContext(ctx), remote.WithAuth(r.rigAuth)); err != nil {
+		t.Fatalf("tag %s as %s: %v", from, to, err)
+	}
+	return desc.Digest.String()
 }
 
 func (r *Registry) parseRef(t testing.TB, repo, tag string) name.Reference {
@@ -329,7 +346,10 @@ func buildBinaryTar(arch string) ([]byte, error) {
 	pkg, workDir := testAppPackage()
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", out, pkg)
 	cmd.Dir = workDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS="+buildFlags(os.Getenv("GOFLAGS")))
+	if arch == "arm" {
+		cmd.Env = append(cmd.Env, "GOARM=7")
+	}
 	if output, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("go build test app for %s: %w\n%s", arch, err, output)
 	}
@@ -357,6 +377,19 @@ func buildBinaryTar(arch string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// buildFlags drops from GOFLAGS what cannot apply to a static test program
+// (-race needs cgo), keeping the rest (e.g. -mod=…).
+func buildFlags(goflags string) string {
+	var keep []string
+	for _, f := range strings.Fields(goflags) {
+		if f == "-race" || f == "--race" || strings.HasPrefix(f, "-race=") || f == "-msan" || f == "-asan" {
+			continue
+		}
+		keep = append(keep, f)
+	}
+	return strings.Join(keep, " ")
 }
 
 // testAppPackage names the test program to build and the directory to build
