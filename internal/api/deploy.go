@@ -15,6 +15,9 @@ import (
 	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
+// submitTimeout bounds queueing a request (persisting its jobs).
+const submitTimeout = 10 * time.Second
+
 // handleDeploy queues a manual deploy of one target, of the targets that
 // follow an image, or of every target, and answers 202 with the jobs, or
 // with "wait" 200 with their final states (504 with the current ones when
@@ -39,7 +42,11 @@ func (s *server) handleDeploy() http.HandlerFunc {
 			return
 		}
 
-		jobs, err := s.deps.Submit(r.Context(), req)
+		// A client that hangs up mid-call must not leave the request
+		// half submitted: queueing does not follow the request's context.
+		subCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), submitTimeout)
+		jobs, err := s.deps.Submit(subCtx, req)
+		cancel()
 		if err == nil && len(jobs) == 0 {
 			err = errNoTarget
 		}
