@@ -1,0 +1,275 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/and3rn3t/hookd/internal/metrics"
+)
+
+// queueDeployer returns a Deployer whose target set is given directly; the
+// queue never calls Docker, so no engine is needed.
+func queueDeployer(t *testing.T, cfg Config, targets ...string) *Deployer {
+	t.Helper()
+	d := New(nil, cfg)
+	for _, n := range targets {
+		ref, err := ParseRef("ghcr.io/acme/" + n + ":latest")
+		if err != nil {
+			t.Fatalf("ParseRef: %v", err)
+		}
+		d.targets[n] = Target{Name: n, ID: n + "-id", Kind: kindContainer, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
+	}
+	return d
+}
+
+func TestSubmitMatchesRepositoryAndTag(t *testing.T) {
+	d := queueDeployer(t, Config{}, "api", "web")
+	d.targets["web-canary"] = Target{Name: "web-canary", Image: "ghcr.io/acme/web", Tag: "canary"}
+	ctx := context.Background()
+
+	tests := []struct {
+		name string
+		req  Request
+		want []string
+	}{
+		{"repository and default tag", Request{Repository: "GHCR.io/Acme/web"}, []string{"web"}},
+		{"other tag", Request{Repository: "ghcr.io/acme/web", Tag: "canary"}, []string{"web-canary"}},
+		{"tag nobody follows", Request{Repository: "ghcr.io/acme/web", Tag: "sha-1a2b"}, nil},
+		{"everything", Request{}, []string{"api", "web", "web-canary"}},
+		{"by name", Request{Target: "api"}, []string{"api"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jobs, err := d.Submit(ctx, tt.req)
+			if err != nil {
+				t.Fatalf("Submit(%+v) error = %v", tt.req, err)
+			}
+			var got []string
+			for _, j := range jobs {
+				got = append(got, j.Target)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("Submit(%+v) targets = %v, want %v", tt.req, got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("Submit(%+v) targets = %v, want %v", tt.req, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestSubmitUnknownTarget(t *testing.T) {
+	d := queueDeployer(t, Config{}, "web")
+	_, err := d.Submit(context.Background(), Request{Target: "nope"})
+	if !errors.Is(err, ErrUnknownTarget) {
+		t.Errorf("Submit(target nope) error = %v, want ErrUnknownTarget", err)
+	}
+}
+
+func TestSubmitCoalescesNewestWins(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.BuildInfo{})
+	d := queueDeployer(t, Config{Metrics: m}, "web")
+	ctx := context.Background()
+
+	first, err := d.Submit(ctx, Request{Repository: "ghcr.io/acme/web", ID: "d1", Force: true, Trigger: TriggerWebhook})
+	if err != nil || len(first) != 1 {
+		t.Fatalf("Submit #1 = %v, %v, want one job", first, err)
+	}
+	for i := 2; i <= 20; i++ {
+		jobs, err := d.Submit(ctx, Request{Repository: "ghcr.io/acme/web", ID: "d" + string(rune('0'+i%10)), Trigger: TriggerPoll})
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("Submit #%d = %v, %v, want one job", i, jobs, err)
+		}
+		if jobs[0].ID != first[0].ID {
+			t.Errorf("Submit #%d job id = %s, want the queued job %s", i, jobs[0].ID, first[0].ID)
+		}
+	}
+	stored, err := d.Job(ctx, first[0].ID)
+	if err != nil {
+		t.Fatalf("Job() error = %v", err)
+	}
+	if stored.Request.Trigger != TriggerPoll || stored.Status != StatusQueued {
+		t.Errorf("stored job trigger, status = %s, %s, want poll (newest request), queued", stored.Request.Trigger, stored.Status)
+	}
+	if !stored.Request.Force {
+		t.Errorf("stored job force = false, want true (a coalesced force is kept)")
+	}
+	if got := testutil.ToFloat64(m.QueuePending); got != 1 {
+		t.Errorf("queue pending = %v, want 1", got)
+	}
+
+	// Once the worker takes it, one new job may wait behind it, and no more.
+	taken, ok := d.next(ctx)
+	if !ok || taken.ID != first[0].ID {
+		t.Fatalf("next() = %v, %v, want job %s", taken.ID, ok, first[0].ID)
+	}
+	a, _ := d.Submit(ctx, Request{Target: "web"})
+	b, _ := d.Submit(ctx, Request{Target: "web"})
+	if len(a) != 1 || len(b) != 1 || a[0].ID == first[0].ID || a[0].ID != b[0].ID {
+		t.Errorf("submits during a deploy = %v, %v, want one new job, shared", a, b)
+	}
+}
+
+func TestNextSkipsBusyTargetsAndKeepsOrder(t *testing.T) {
+	d := queueDeployer(t, Config{}, "a", "b")
+	ctx := context.Background()
+	ja, _ := d.Submit(ctx, Request{Target: "a"})
+	jb, _ := d.Submit(ctx, Request{Target: "b"})
+	got, _ := d.next(ctx)
+	if got.ID != ja[0].ID {
+		t.Fatalf("next() = job for %s, want the oldest (a)", got.Target)
+	}
+	ja2, _ := d.Submit(ctx, Request{Target: "a"}) // waits behind the running a
+	got, _ = d.next(ctx)
+	if got.ID != jb[0].ID {
+		t.Fatalf("next() = job for %s, want b (a is busy)", got.Target)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if j, ok := d.next(short); ok {
+		t.Fatalf("next() = job %s for busy target %s, want none until a is done", j.ID, j.Target)
+	}
+	d.done("a")
+	got, ok := d.next(ctx)
+	if !ok || got.ID != ja2[0].ID {
+		t.Errorf("next() after done = %v, %v, want job %s", got.ID, ok, ja2[0].ID)
+	}
+}
+
+func TestSubmitQueueFull(t *testing.T) {
+	d := queueDeployer(t, Config{QueueSize: 2}, "a", "b", "c")
+	ctx := context.Background()
+	if _, err := d.Submit(ctx, Request{Target: "a"}); err != nil {
+		t.Fatalf("Submit(a) error = %v", err)
+	}
+	if _, err := d.Submit(ctx, Request{}); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("Submit(all) with room for 1 of 2 new jobs: error = %v, want ErrQueueFull", err)
+	}
+	if _, err := d.Submit(ctx, Request{Target: "b"}); err != nil {
+		t.Errorf("Submit(b) error = %v, want nil (room for one)", err)
+	}
+	if _, err := d.Submit(ctx, Request{Target: "a"}); err != nil {
+		t.Errorf("Submit(a) again error = %v, want nil (coalesces)", err)
+	}
+	if _, err := d.Submit(ctx, Request{Target: "c"}); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("Submit(c) error = %v, want ErrQueueFull", err)
+	}
+}
+
+func TestSubmitPersistsBeforeReturning(t *testing.T) {
+	st := newMemState(10)
+	d := queueDeployer(t, Config{State: st}, "web")
+	jobs, err := d.Submit(context.Background(), Request{Target: "web", ID: "delivery-1"})
+	if err != nil {
+		t.Fatalf("Submit() error = %v", err)
+	}
+	got, err := st.Job(context.Background(), jobs[0].ID)
+	if err != nil || got.Status != StatusQueued || got.Request.ID != "delivery-1" {
+		t.Errorf("stored job = %+v, %v, want queued job for delivery-1", got, err)
+	}
+}
+
+func TestResumeRequeuesLiveJobs(t *testing.T) {
+	ctx := context.Background()
+	st := newMemState(10)
+	now := time.Now()
+	for _, j := range []Job{
+		{ID: "01", Target: "web", Status: StatusQueued, CreatedAt: now.Add(-3 * time.Second)},
+		{ID: "02", Target: "web", Status: StatusRunning, CreatedAt: now.Add(-2 * time.Second)},
+		{ID: "03", Target: "api", Status: StatusSucceeded, CreatedAt: now.Add(-time.Second)},
+	} {
+		if err := st.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := queueDeployer(t, Config{State: st}, "web", "api")
+	if err := d.resume(ctx); err != nil {
+		t.Fatalf("resume() error = %v", err)
+	}
+	j, ok := d.next(ctx)
+	if !ok || j.ID != "02" || j.Status != StatusQueued {
+		t.Errorf("next() = %s %s, want the newest live job 02, queued", j.ID, j.Status)
+	}
+	old, _ := st.Job(ctx, "01")
+	if old.Status != StatusFailed {
+		t.Errorf("older live job status = %s, want failed (superseded)", old.Status)
+	}
+	if len(d.pending) != 0 {
+		t.Errorf("pending after next = %v, want empty (finished jobs are not resumed)", d.pending)
+	}
+}
+
+func TestWaitJob(t *testing.T) {
+	ctx := context.Background()
+	d := queueDeployer(t, Config{}, "web")
+	jobs, _ := d.Submit(ctx, Request{Target: "web"})
+	id := jobs[0].ID
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if j, err := d.WaitJob(short, id); !errors.Is(err, context.DeadlineExceeded) || j.Status != StatusQueued {
+		t.Errorf("WaitJob(queued) = %s, %v, want queued, deadline exceeded", j.Status, err)
+	}
+	go func() {
+		j, _ := d.next(ctx)
+		j.Status = StatusSucceeded
+		d.saveJob(ctx, j)
+	}()
+	long, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	j, err := d.WaitJob(long, id)
+	if err != nil || j.Status != StatusSucceeded {
+		t.Errorf("WaitJob() = %s, %v, want succeeded", j.Status, err)
+	}
+	if _, err := d.WaitJob(ctx, "missing"); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("WaitJob(missing) error = %v, want ErrJobNotFound", err)
+	}
+}
+
+func TestJobIDsUniqueAndSorted(t *testing.T) {
+	d := queueDeployer(t, Config{})
+	prev := ""
+	for range 1000 {
+		id := d.newID()
+		if len(id) != 16 || id <= prev {
+			t.Fatalf("newID() = %q after %q, want 16 hex digits, increasing", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestMemStateBoundsHistory(t *testing.T) {
+	ctx := context.Background()
+	st := newMemState(3)
+	base := time.Now()
+	for i := range 6 {
+		status := StatusSucceeded
+		if i == 0 {
+			status = StatusQueued // live: never dropped
+		}
+		j := Job{ID: string(rune('a' + i)), Target: "web", Status: status, CreatedAt: base.Add(time.Duration(i) * time.Second)}
+		if err := st.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs, _ := st.Jobs(ctx, JobFilter{Target: "web"})
+	var ids string
+	for _, j := range jobs {
+		ids += j.ID
+	}
+	if ids != "fea" {
+		t.Errorf("kept jobs (newest first) = %q, want %q", ids, "fea")
+	}
+	limited, _ := st.Jobs(ctx, JobFilter{Limit: 1})
+	if len(limited) != 1 || limited[0].ID != "f" {
+		t.Errorf("Jobs(limit 1) = %v, want [f]", limited)
+	}
+}

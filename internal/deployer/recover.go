@@ -1,0 +1,288 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+)
+
+// direction is which way recover settled a half-done swap.
+type direction int
+
+const (
+	dirNone    direction = iota // nothing to do
+	dirForward                  // the new container stays, the old one is removed
+	dirBack                     // the old container is restored
+)
+
+// recover settles a half-done swap of name so that exactly one container
+// called name runs. It decides from what it finds, with the journal entry st
+// as a hint (st may be the zero Step when the journal was lost):
+//
+//   - Forward (keep the new container, remove the old) when the swap was
+//     cleaning up after a passed gate, when the new container runs under the
+//     name and Docker reports it healthy, or when the old one is gone.
+//   - Back in every other case: a replacement that never passed its gate is
+//     not trusted. The new container is removed (kept as <name>.hookd-failed
+//     when the journal says a rollback was under way), the old one renamed
+//     back and started. The job, if any, runs again after a restart.
+//
+// Only containers labelled hookd.enable=true are ever touched.
+func (d *Deployer) recover(ctx context.Context, name string, st Step) (direction, error) {
+	var oldC, newC *containerInspect
+	var err error
+	if st.OldID != "" {
+		if oldC, err = d.findID(ctx, st.OldID); err != nil {
+			return dirNone, err
+		}
+	}
+	if st.NewID != "" {
+		if newC, err = d.findID(ctx, st.NewID); err != nil {
+			return dirNone, err
+		}
+	}
+	if newC == nil {
+		if newC, err = d.findNamed(ctx, name+suffixNew); err != nil {
+			return dirNone, err
+		}
+	}
+	if oldC == nil && st.OldID == "" {
+		if oldC, err = d.findNamed(ctx, name+suffixOld); err != nil {
+			return dirNone, err
+		}
+	}
+	cur, err := d.findNamed(ctx, name)
+	if err != nil {
+		return dirNone, err
+	}
+	if cur != nil && !sameID(cur, oldC) && !sameID(cur, newC) {
+		switch {
+		case st.OldID == "" && oldC != nil && newC == nil:
+			newC = cur // no journal: the old one was moved aside, so this is the new one
+		case st.OldID == "" && oldC == nil:
+			oldC = cur
+		default:
+			return dirNone, fmt.Errorf("unexpected container %s under the name %q", shortID(cur.ID), name)
+		}
+	}
+	if oldC == nil && newC == nil {
+		return dirNone, nil
+	}
+	if newC == nil && strings.TrimPrefix(oldC.Name, "/") == name && oldC.State.Running {
+		return dirNone, nil // nothing was changed yet
+	}
+
+	forward := newC != nil && (oldC == nil || st.Phase == phaseCleanup ||
+		st.Phase != phaseRollback && newC != nil && strings.TrimPrefix(newC.Name, "/") == name &&
+			newC.State.Running && newC.State.Health != nil && newC.State.Health.Status == container.Healthy)
+	if forward {
+		if oldC != nil {
+			if err := d.docker.ContainerRemove(ctx, oldC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+				return dirForward, fmt.Errorf("remove old container: %w", err)
+			}
+		}
+		return dirForward, d.bringUp(ctx, newC, name)
+	}
+
+	if newC != nil {
+		if st.Phase == phaseRollback {
+			if err := d.keepFailed(ctx, newC, name); err != nil {
+				return dirBack, err
+			}
+		} else if err := d.docker.ContainerRemove(ctx, newC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			return dirBack, fmt.Errorf("remove new container: %w", err)
+		}
+	}
+	return dirBack, d.bringUp(ctx, oldC, name)
+}
+
+// bringUp makes c run under name.
+func (d *Deployer) bringUp(ctx context.Context, c *containerInspect, name string) error {
+	if strings.TrimPrefix(c.Name, "/") != name {
+		if err := d.docker.ContainerRename(ctx, c.ID, name); err != nil {
+			return fmt.Errorf("rename %s to %s: %w", shortID(c.ID), name, err)
+		}
+	}
+	if !c.State.Running || c.State.Paused {
+		if err := d.docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// keepFailed stops a replacement that failed its gate and keeps it as
+// <name>.hookd-failed for `docker logs`, replacing an older one. Its restart
+// policy is cleared so that a daemon restart does not bring it back.
+func (d *Deployer) keepFailed(ctx context.Context, c *containerInspect, name string) error {
+	if err := d.docker.ContainerStop(ctx, c.ID, container.StopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stop failed container: %w", err)
+	}
+	failed := name + suffixFailed
+	if strings.TrimPrefix(c.Name, "/") != failed {
+		older, err := d.findNamed(ctx, failed)
+		if err != nil {
+			return err
+		}
+		if older != nil && older.ID != c.ID {
+			if err := d.docker.ContainerRemove(ctx, older.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+				return fmt.Errorf("remove older %s: %w", failed, err)
+			}
+		}
+		if err := d.docker.ContainerRename(ctx, c.ID, failed); err != nil {
+			return fmt.Errorf("rename failed container to %s: %w", failed, err)
+		}
+	}
+	if _, err := d.docker.ContainerUpdate(ctx, c.ID, container.UpdateConfig{
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+	}); err != nil {
+		d.log.Warn("clear restart policy of failed container failed", "container", failed, "err", err)
+	}
+	return nil
+}
+
+func sameID(a, b *containerInspect) bool { return a != nil && b != nil && a.ID == b.ID }
+
+// findNamed returns the labelled container called exactly name, or nil.
+func (d *Deployer) findNamed(ctx context.Context, name string) (*containerInspect, error) {
+	c, err := d.find(ctx, name)
+	if c != nil && strings.TrimPrefix(c.Name, "/") != name {
+		return nil, nil // the engine also matches id prefixes
+	}
+	return c, err
+}
+
+// findID returns the labelled container with id, or nil.
+func (d *Deployer) findID(ctx context.Context, id string) (*containerInspect, error) {
+	c, err := d.find(ctx, id)
+	if c != nil && c.ID != id {
+		return nil, nil
+	}
+	return c, err
+}
+
+func (d *Deployer) find(ctx context.Context, ref string) (*containerInspect, error) {
+	c, err := d.docker.ContainerInspect(ctx, ref)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[LabelEnable] != "true" {
+		return nil, nil
+	}
+	return &c, nil
+}
+
+// reconcile settles, at start-up, every swap an earlier run left half done:
+// those in the journal and, for a journal that was lost, every container
+// named *.hookd-new or *.hookd-old. Jobs whose swap it finishes are marked
+// succeeded, those whose rollback it finishes rolled back; the rest stay
+// live and resume re-queues them. A target that cannot be settled keeps its
+// journal entry and is retried before its next deploy.
+func (d *Deployer) reconcile(ctx context.Context) error {
+	steps, err := d.state.Steps(ctx)
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	byName := map[string]Step{}
+	for _, st := range steps {
+		byName[st.Target] = st
+	}
+	list, err := d.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(enabledFilter())})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range list {
+		for _, n := range c.Names {
+			n = strings.TrimPrefix(n, "/")
+			for _, suffix := range []string{suffixNew, suffixOld} {
+				if base, ok := strings.CutSuffix(n, suffix); ok {
+					if _, seen := byName[base]; !seen {
+						byName[base] = Step{Target: base}
+					}
+				}
+			}
+		}
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		st := byName[name]
+		log := d.log.With("target", name, "job_id", st.JobID, "phase", st.Phase)
+		dir, err := d.recover(ctx, name, st)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Error("reconcile failed; will retry before the next deploy", "err", err)
+			continue
+		}
+		if err := d.state.DeleteStep(ctx, name); err != nil {
+			return fmt.Errorf("delete journal step: %w", err)
+		}
+		log.Info("reconciled half-done swap", "direction", dir.String())
+		if err := d.settleJob(ctx, st, dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settleJob records what reconcile did on the interrupted job.
+func (d *Deployer) settleJob(ctx context.Context, st Step, dir direction) error {
+	if st.JobID == "" {
+		return nil
+	}
+	j, err := d.state.Job(ctx, st.JobID)
+	if errors.Is(err, ErrJobNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read job %s: %w", st.JobID, err)
+	}
+	if j.Status.Final() {
+		return nil
+	}
+	switch {
+	case st.Phase == phaseCleanup || dir == dirForward:
+		j.Status = StatusSucceeded
+	case st.Phase == phaseRollback:
+		j.Status = StatusRolledBack
+		if j.Error == "" {
+			j.Error = fmt.Sprintf("new container %s: %s; rolled back to the previous container", j.RollbackReason, j.RollbackDetail)
+		}
+	default:
+		return nil // back to the queue
+	}
+	j.FinishedAt = time.Now().UTC()
+	if err := d.state.PutJob(ctx, j); err != nil {
+		return fmt.Errorf("save job %s: %w", j.ID, err)
+	}
+	d.metrics.Deploys.WithLabelValues(j.Target, string(j.Request.Trigger), string(j.Status)).Inc()
+	if j.Status == StatusRolledBack && j.RollbackReason != "" {
+		d.metrics.Rollbacks.WithLabelValues(j.Target, j.RollbackReason).Inc()
+	}
+	return nil
+}
+
+func (dir direction) String() string {
+	switch dir {
+	case dirForward:
+		return "forward"
+	case dirBack:
+		return "back"
+	}
+	return "none"
+}

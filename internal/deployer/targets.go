@@ -1,0 +1,234 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+)
+
+const kindContainer = "container"
+
+// enabledFilter selects the containers that opted in.
+func enabledFilter() filters.KeyValuePair {
+	return filters.Arg("label", LabelEnable+"=true")
+}
+
+// relist rebuilds the target set from a full container list.
+func (d *Deployer) relist(ctx context.Context) error {
+	list, err := d.docker.ContainerList(ctx, container.ListOptions{
+		Filters: filters.NewArgs(enabledFilter(), filters.Arg("status", "running")),
+	})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	fresh := make(map[string]Target, len(list))
+	for _, c := range list {
+		t, ok, err := d.inspectTarget(ctx, c.ID)
+		if err != nil {
+			if cerrdefs.IsNotFound(err) {
+				continue // gone since the list
+			}
+			return err
+		}
+		if ok {
+			fresh[t.Name] = t
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, old := range d.targets {
+		if _, ok := fresh[name]; ok {
+			continue
+		}
+		if _, busy := d.running[name]; busy {
+			fresh[name] = old // mid-swap: the name is briefly on no running container
+			continue
+		}
+		d.dropTargetLocked(old)
+	}
+	for _, t := range fresh {
+		d.putTargetLocked(t)
+	}
+	d.targets = fresh
+	d.discovered = true
+	return nil
+}
+
+// refresh updates the target set for one container after an event.
+func (d *Deployer) refresh(ctx context.Context, idOrName string) {
+	t, ok, err := d.inspectTarget(ctx, idOrName)
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		d.log.Warn("refresh target failed", "container", idOrName, "err", err)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, old := range d.targets {
+		if old.ID != idOrName && old.ID != t.ID && name != idOrName {
+			continue
+		}
+		if ok && name == t.Name {
+			continue
+		}
+		if _, busy := d.running[name]; busy {
+			continue
+		}
+		d.dropTargetLocked(old)
+		delete(d.targets, name)
+	}
+	if ok {
+		d.putTargetLocked(t)
+		d.targets[t.Name] = t
+	}
+}
+
+func (d *Deployer) putTargetLocked(t Target) {
+	if old, ok := d.targets[t.Name]; ok && (old.Image != t.Image || old.Tag != t.Tag) {
+		d.metrics.TargetInfo.DeleteLabelValues(old.Name, old.Image, old.Tag)
+	}
+	d.metrics.TargetInfo.WithLabelValues(t.Name, t.Image, t.Tag).Set(1)
+}
+
+func (d *Deployer) dropTargetLocked(t Target) {
+	d.metrics.TargetInfo.DeleteLabelValues(t.Name, t.Image, t.Tag)
+	d.log.Info("target gone", "target", t.Name)
+}
+
+// inspectTarget reports whether a container is a target: running, opted in,
+// not a swarm task, not one of hookd's own temporary names, and following a
+// tag (a container pinned to a digest has nothing to follow).
+func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (Target, bool, error) {
+	c, err := d.docker.ContainerInspect(ctx, idOrName)
+	if err != nil {
+		return Target{}, false, fmt.Errorf("inspect container %s: %w", idOrName, err)
+	}
+	t := Target{ID: c.ID, Kind: kindContainer}
+	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil {
+		return t, false, nil
+	}
+	t.Name = strings.TrimPrefix(c.Name, "/")
+	if !c.State.Running || !eligible(t.Name, c.Config.Labels) {
+		return t, false, nil
+	}
+	ref, err := ParseRef(c.Config.Image)
+	if err != nil || ref.Digest != "" || strings.HasPrefix(c.Config.Image, "sha256:") {
+		return t, false, nil
+	}
+	t.Ref, t.Image, t.Tag, t.ImageID = ref, ref.Repository(), ref.Tag, c.Image
+	t.HealthTimeout = d.healthTimeout(c.Config.Labels)
+	if img, err := d.docker.ImageInspect(ctx, c.Image); err == nil {
+		t.Digest = repoDigest(img.RepoDigests, ref, "")
+	}
+	return t, true, nil
+}
+
+// eligible applies the label and name rules shared by discovery and the
+// worker: hookd only ever touches a container that opted in.
+func eligible(name string, labels map[string]string) bool {
+	if labels[LabelEnable] != "true" {
+		return false
+	}
+	for k := range labels {
+		if strings.HasPrefix(k, "com.docker.swarm.") {
+			return false
+		}
+	}
+	for _, s := range []string{suffixNew, suffixOld, suffixFailed} {
+		if strings.HasSuffix(name, s) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Deployer) healthTimeout(labels map[string]string) time.Duration {
+	if v, ok := labels[LabelHealthTimeout]; ok {
+		if t, err := time.ParseDuration(v); err == nil && t > 0 {
+			return t
+		}
+		d.log.Warn("invalid health timeout label ignored", "label", LabelHealthTimeout, "value", v)
+	}
+	return d.cfg.HealthTimeout
+}
+
+// repoDigest picks the digest of ref's repository from an image's
+// RepoDigests ("repo@sha256:…"), preferring want when it is among them.
+func repoDigest(repoDigests []string, ref ImageRef, want string) string {
+	var found string
+	for _, rd := range repoDigests {
+		repo, dg, ok := strings.Cut(rd, "@")
+		if !ok {
+			continue
+		}
+		r, err := ParseRef(repo)
+		if err != nil || r.Repository() != ref.Repository() {
+			continue
+		}
+		if want != "" && dg == want {
+			return dg
+		}
+		if found == "" {
+			found = dg
+		}
+	}
+	return found
+}
+
+// hasDigest reports whether digest is among ref's repository digests.
+func hasDigest(repoDigests []string, ref ImageRef, digest string) bool {
+	return digest != "" && repoDigest(repoDigests, ref, digest) == digest
+}
+
+// follow keeps the target set current from the event stream until ctx is
+// done, re-subscribing with backoff and relisting after every gap.
+func (d *Deployer) follow(ctx context.Context) {
+	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
+	for ctx.Err() == nil {
+		evCtx, cancel := context.WithCancel(ctx)
+		msgs, errs := d.docker.Events(evCtx, events.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("type", string(events.ContainerEventType)),
+			enabledFilter(),
+			filters.Arg("event", string(events.ActionStart)),
+			filters.Arg("event", string(events.ActionDie)),
+			filters.Arg("event", string(events.ActionDestroy)),
+			filters.Arg("event", string(events.ActionRename)),
+		)})
+		// Relist after subscribing so nothing falls between list and stream.
+		err := d.relist(ctx)
+		if err == nil {
+			err = d.stream(ctx, msgs, errs, &bo)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		delay := bo.next()
+		d.log.Warn("docker event stream lost, retrying", "err", err, "retry_in_seconds", delay.Seconds())
+		if !sleepCtx(ctx, delay) {
+			return
+		}
+	}
+}
+
+func (d *Deployer) stream(ctx context.Context, msgs <-chan events.Message, errs <-chan error, bo *backoff) error {
+	for {
+		select {
+		case m := <-msgs:
+			bo.reset()
+			d.refresh(ctx, m.Actor.ID)
+		case err := <-errs:
+			if err == nil {
+				return fmt.Errorf("event stream closed")
+			}
+			return fmt.Errorf("event stream: %w", err)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
