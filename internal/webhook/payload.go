@@ -1,0 +1,305 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/and3rn3t/hookd/internal/deployer"
+)
+
+// GitHub event names (X-GitHub-Event) hookd acts on. A GitHub App sends
+// registry_package, a repository or organisation webhook sends package; the
+// payloads have the same shape under the event's own key.
+const (
+	eventPing            = "ping"
+	eventPackage         = "package"
+	eventRegistryPackage = "registry_package"
+	eventOther           = "other" // metrics label for every other event
+)
+
+// Reasons a correctly signed delivery is ignored. They are answered to
+// GitHub (visible under "Recent deliveries") and logged, and each is distinct
+// so an operator can tell them apart.
+const (
+	reasonEvent        = "event type is not handled"
+	reasonAction       = "action is neither published nor updated"
+	reasonNotContainer = "package is not a container image"
+	reasonUntagged     = "version is untagged (a per-platform manifest of a multi-arch push, or a digest-only push)"
+	reasonArtifactTag  = "tag is a signature, attestation or SBOM artifact"
+	reasonURLMismatch  = "package_url names another image than the package"
+	reasonBadRef       = "package does not form a valid image reference"
+	reasonNoTarget     = "no target follows this image"
+)
+
+// errMalformed is a correctly signed body that is not the JSON hookd needs.
+var errMalformed = errors.New("malformed JSON payload")
+
+// packageEnvelope holds only the fields hookd reads: decoding into
+// go-github's full event structs costs about 80 µs for a real 11 KB payload.
+// decodePackage fills it; the json tags say what json.Unmarshal would do,
+// which FuzzParse holds decodePackage to.
+type packageEnvelope struct {
+	Action          string     `json:"action"`
+	Package         *ghPackage `json:"package"`
+	RegistryPackage *ghPackage `json:"registry_package"`
+}
+
+type ghPackage struct {
+	Name        string `json:"name"`
+	Namespace   string `json:"namespace"`
+	Ecosystem   string `json:"ecosystem"`
+	PackageType string `json:"package_type"`
+	Owner       struct {
+		Login string `json:"login"`
+	} `json:"owner"`
+	PackageVersion struct {
+		Version           string `json:"version"`
+		PackageURL        string `json:"package_url"`
+		ContainerMetadata struct {
+			Tag struct {
+				Name   string `json:"name"`
+				Digest string `json:"digest"`
+			} `json:"tag"`
+		} `json:"container_metadata"`
+	} `json:"package_version"`
+}
+
+// mapping is what a package delivery asks for: an image to deploy, or the
+// reason it is ignored.
+type mapping struct {
+	repository string // "ghcr.io/owner/name", lower case
+	tag        string
+	digest     string // "sha256:<64 hex>" or empty
+	ignore     string // one of the reason constants; empty when there is an image
+}
+
+// image returns "repository:tag".
+func (m mapping) image() string { return m.repository + ":" + m.tag }
+
+// parsePackage maps the payload of a package or registry_package event to an
+// image on host. It returns an error wrapping errMalformed when the payload
+// is not JSON of the expected shape; every other problem is a reason to
+// ignore the delivery.
+//
+// Decisions (from the real capture in testdata and the octokit samples):
+//   - The repository is HOST/NAMESPACE/NAME. namespace is the owner login in
+//     real ghcr.io payloads; GitHub's samples carry "owner/repository" (the
+//     old docker.pkg.github.com layout), which maps to its owner because
+//     ghcr.io addresses packages by owner and name. A missing namespace
+//     falls back to package.owner.login.
+//   - package_url must name the same owner/name (and tag, when it has one),
+//     otherwise the delivery is ignored. Its host is not compared: host is
+//     the operator's explicit mapping (HOOKD_REGISTRY_HOST, e.g. a mirror),
+//     while GitHub always writes ghcr.io.
+//   - A package is a container only when every one of package_type and
+//     ecosystem that is present says container or docker: the octokit samples
+//     mix "npm" with "docker", and ambiguity fails closed.
+func parsePackage(event string, payload []byte, host string) (mapping, error) {
+	var env packageEnvelope
+	if err := decodePackage(payload, &env); err != nil {
+		return mapping{}, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	p := env.Package
+	if event == eventRegistryPackage || p == nil {
+		if env.RegistryPackage != nil {
+			p = env.RegistryPackage
+		}
+	}
+	if p == nil {
+		return mapping{}, fmt.Errorf("%w: no %s object", errMalformed, event)
+	}
+	if env.Action != "published" && env.Action != "updated" {
+		return mapping{ignore: reasonAction}, nil
+	}
+	if !isContainer(p.PackageType, p.Ecosystem) {
+		return mapping{ignore: reasonNotContainer}, nil
+	}
+	pv := &p.PackageVersion
+	tag := pv.ContainerMetadata.Tag.Name
+	if tag == "" {
+		return mapping{ignore: reasonUntagged}, nil
+	}
+	if isArtifactTag(tag) {
+		return mapping{ignore: reasonArtifactTag}, nil
+	}
+	owner, _, _ := strings.Cut(p.Namespace, "/")
+	if p.Namespace == "" {
+		owner = p.Owner.Login
+	}
+	path := owner + "/" + p.Name
+	if pv.PackageURL != "" {
+		urlPath, urlTag := splitPackageURL(pv.PackageURL)
+		if !strings.EqualFold(urlPath, path) || urlTag != "" && !strings.EqualFold(urlTag, tag) {
+			return mapping{ignore: reasonURLMismatch}, nil
+		}
+	}
+	repo := host + "/" + path
+	if !isASCII(repo) {
+		return mapping{ignore: reasonBadRef}, nil
+	}
+	repo = strings.ToLower(repo)
+	if !validRef(repo, tag) {
+		return mapping{ignore: reasonBadRef}, nil
+	}
+	m := mapping{repository: repo, tag: tag}
+	switch {
+	case validSHA256(pv.ContainerMetadata.Tag.Digest):
+		m.digest = pv.ContainerMetadata.Tag.Digest
+	case validSHA256(pv.Version):
+		m.digest = pv.Version
+	}
+	return m, nil
+}
+
+func isContainer(values ...string) bool {
+	known := false
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		if !strings.EqualFold(v, "container") && !strings.EqualFold(v, "docker") {
+			return false
+		}
+		known = true
+	}
+	return known
+}
+
+// isArtifactTag reports whether tag is one cosign or the OCI referrers tag
+// schema uses for an artifact about another manifest: "sha256-<64 hex>",
+// optionally followed by ".sig", ".att", ".sbom" or another suffix.
+func isArtifactTag(tag string) bool {
+	const prefix = "sha256-"
+	if len(tag) < len(prefix)+64 || !strings.EqualFold(tag[:len(prefix)], prefix) {
+		return false
+	}
+	if !isHex(tag[len(prefix):len(prefix)+64], true) {
+		return false
+	}
+	rest := tag[len(prefix)+64:]
+	return rest == "" || rest[0] == '.'
+}
+
+// splitPackageURL splits "ghcr.io/owner/name:tag" into "owner/name" and
+// "tag". A first segment that looks like a host is dropped.
+func splitPackageURL(u string) (path, tag string) {
+	if i := strings.IndexByte(u, '@'); i >= 0 {
+		u = u[:i]
+	}
+	if i := strings.LastIndexByte(u, ':'); i > strings.LastIndexByte(u, '/') {
+		u, tag = u[:i], u[i+1:]
+	}
+	if first, rest, ok := strings.Cut(u, "/"); ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		u = rest
+	}
+	return u, tag
+}
+
+// isASCII reports whether s is ASCII. It is checked before lowering, which
+// maps some non-ASCII letters (the Kelvin sign) to ASCII ones.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// validRef reports whether repo:tag is an image reference that
+// deployer.ParseRef leaves unchanged, with a tag Docker accepts.
+func validRef(repo, tag string) bool {
+	if tag == "" || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	// ParseRef is lenient with path components ("ghcr.io//x" passes);
+	// Docker is not, and a request it cannot pull helps nobody.
+	_, path, _ := strings.Cut(repo, "/")
+	for c := range strings.SplitSeq(path, "/") {
+		if !validComponent(c) {
+			return false
+		}
+	}
+	ref, err := deployer.ParseRef(repo + ":" + tag)
+	return err == nil && ref.Repository() == repo && ref.Tag == tag && ref.Digest == ""
+}
+
+// validComponent reports whether c is a path component as the
+// distribution spec defines it: [a-z0-9]+ joined by ".", "_", "__" or runs
+// of "-".
+func validComponent(c string) bool {
+	if c == "" || !isAlnum(c[0]) || !isAlnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 1; i < len(c); i++ {
+		if isAlnum(c[i]) {
+			continue
+		}
+		// c[i] starts a separator; it ends before the next alphanumeric.
+		j := i
+		for j < len(c) && !isAlnum(c[j]) {
+			j++
+		}
+		switch sep := c[i:j]; {
+		case sep == "." || sep == "_" || sep == "__":
+		case strings.Trim(sep, "-") == "":
+		default:
+			return false
+		}
+		i = j - 1
+	}
+	return true
+}
+
+func isAlnum(b byte) bool { return b >= 'a' && b <= 'z' || b >= '0' && b <= '9' }
+
+// validSHA256 reports whether d is "sha256:" and 64 lower-case hex digits.
+func validSHA256(d string) bool {
+	const prefix = "sha256:"
+	return len(d) == len(prefix)+64 && d[:len(prefix)] == prefix && isHex(d[len(prefix):], false)
+}
+
+func isHex(s string, upperOK bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || upperOK && c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// pingPayload holds the fields of a ping hookd reports.
+type pingPayload struct {
+	HookID int64 `json:"hook_id"`
+	Hook   struct {
+		Type   string   `json:"type"`
+		Events []string `json:"events"`
+	} `json:"hook"`
+}
+
+// parsePing decodes a ping. It returns an error wrapping errMalformed for a
+// body that is not a JSON object.
+func parsePing(payload []byte) (pingPayload, error) {
+	var p pingPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return pingPayload{}, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return p, nil
+}
+
+// subscribed reports whether a hook with these events receives package
+// events. An empty list (older payloads) is given the benefit of the doubt.
+func (p pingPayload) subscribed() bool {
+	if len(p.Hook.Events) == 0 {
+		return true
+	}
+	for _, e := range p.Hook.Events {
+		if e == "*" || e == eventPackage || e == eventRegistryPackage {
+			return true
+		}
+	}
+	return false
+}

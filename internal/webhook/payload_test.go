@@ -1,0 +1,374 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/and3rn3t/hookd/internal/deployer"
+)
+
+// TestParsePackage covers the mapping rules on payloads derived from the
+// real capture.
+func TestParsePackage(t *testing.T) {
+	real := readFixture(t, realFixture)
+	const url = `"package_url": "ghcr.io/theryangeary/www:0e2a89b"`
+	const tag = `"name": "0e2a89b"`
+	const name = `"name": "www",
+    "namespace": "theryangeary"`
+	hex64 := strings.TrimPrefix(realDigest, "sha256:")
+	const otherDigest = "sha256:e312a84da724b2de60d64c3241b69e6c89c3ce7ec82e55cd9793ddc1978008c1"
+
+	tests := []struct {
+		name  string
+		event string
+		host  string
+		body  []byte
+		want  mapping
+	}{
+		{
+			name: "real", body: real,
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "namespace owner/repository as in GitHub's samples",
+			body: edit(t, real, name, `"name": "www",
+    "namespace": "theryangeary/www"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "empty namespace falls back to the owner login",
+			body: edit(t, real, name, `"name": "www",
+    "namespace": ""`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "nested package name",
+			body: edit(t, real, name, `"name": "www/api",
+    "namespace": "theryangeary"`, url, `"package_url": "ghcr.io/theryangeary/www/api:0e2a89b"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www/api", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "registry_package key", event: eventRegistryPackage,
+			body: edit(t, real, `"package": {`, `"registry_package": {`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "configured host", host: "127.0.0.1:5000", body: real,
+			want: mapping{repository: "127.0.0.1:5000/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "tag digest preferred over version",
+			body: edit(t, real, `"digest": "`+realDigest+`"
+        },
+        "labels"`, `"digest": "`+otherDigest+`"
+        },
+        "labels"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: otherDigest},
+		},
+		{
+			name: "no tag digest: version",
+			body: edit(t, real, `"digest": "`+realDigest+`"
+        },
+        "labels"`, `"digest": ""
+        },
+        "labels"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "40-hex digests as in the samples: none",
+			body: edit(t, real, `"digest": "`+realDigest+`"
+        },
+        "labels"`, `"digest": "sha256:6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b"
+        },
+        "labels"`, `"version": "`+realDigest+`"`, `"version": "1.0.0"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b"},
+		},
+		{
+			name: "package_url without host",
+			body: edit(t, real, url, `"package_url": "theryangeary/www:0e2a89b"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "package_url with other host: the configured host wins",
+			body: edit(t, real, url, `"package_url": "GHCR.IO/TheRyanGeary/WWW:0e2a89b"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "no package_url",
+			body: edit(t, real, url, `"package_url": ""`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "ecosystem docker, no package_type",
+			body: edit(t, real, `"ecosystem": "CONTAINER"`, `"ecosystem": "docker"`, `"package_type": "CONTAINER"`, `"package_type": ""`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest},
+		},
+		{
+			name: "short sha256- tag is an ordinary tag",
+			body: edit(t, real, tag, `"name": "sha256-abc"`, url, `"package_url": "ghcr.io/theryangeary/www:sha256-abc"`),
+			want: mapping{repository: "ghcr.io/theryangeary/www", tag: "sha256-abc", digest: realDigest},
+		},
+		{name: "action created", body: edit(t, real, `"action": "published"`, `"action": "created"`), want: mapping{ignore: reasonAction}},
+		{name: "no action", body: edit(t, real, `"action": "published"`, `"action": null`), want: mapping{ignore: reasonAction}},
+		{
+			name: "package_type npm, ecosystem container",
+			body: edit(t, real, `"package_type": "CONTAINER"`, `"package_type": "npm"`),
+			want: mapping{ignore: reasonNotContainer},
+		},
+		{
+			name: "neither type given",
+			body: edit(t, real, `"ecosystem": "CONTAINER"`, `"ecosystem": ""`, `"package_type": "CONTAINER"`, `"package_type": ""`),
+			want: mapping{ignore: reasonNotContainer},
+		},
+		{
+			name: "untagged",
+			body: edit(t, real, tag, `"name": ""`, url, `"package_url": "ghcr.io/theryangeary/www:"`),
+			want: mapping{ignore: reasonUntagged},
+		},
+		{
+			name: "upper-case artifact tag",
+			body: edit(t, real, tag, `"name": "sha256-`+strings.ToUpper(hex64)+`.sig"`, url, `"package_url": ""`),
+			want: mapping{ignore: reasonArtifactTag},
+		},
+		{
+			name: "package_url tag differs",
+			body: edit(t, real, url, `"package_url": "ghcr.io/theryangeary/www:latest"`),
+			want: mapping{ignore: reasonURLMismatch},
+		},
+		{
+			name: "package_url names another package of the owner",
+			body: edit(t, real, url, `"package_url": "ghcr.io/theryangeary/api:0e2a89b"`),
+			want: mapping{ignore: reasonURLMismatch},
+		},
+		{
+			name: "tag with a slash",
+			body: edit(t, real, tag, `"name": "a/b"`, url, `"package_url": ""`),
+			want: mapping{ignore: reasonBadRef},
+		},
+		{
+			name: "tag starting with a dot",
+			body: edit(t, real, tag, `"name": ".hidden"`, url, `"package_url": ""`),
+			want: mapping{ignore: reasonBadRef},
+		},
+		{
+			name: "tag of 129 characters",
+			body: edit(t, real, tag, `"name": "`+strings.Repeat("a", 129)+`"`, url, `"package_url": ""`),
+			want: mapping{ignore: reasonBadRef},
+		},
+		{
+			name: "non-ASCII name that lowers to ASCII",
+			body: edit(t, real, name, `"name": "\u212a",
+    "namespace": "theryangeary"`, url, `"package_url": ""`),
+			want: mapping{ignore: reasonBadRef},
+		},
+		{
+			name: "no owner at all",
+			body: edit(t, real, name, `"name": "www",
+    "namespace": "/x"`, url, `"package_url": ""`),
+			want: mapping{ignore: reasonBadRef},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			event, host := tt.event, tt.host
+			if event == "" {
+				event = eventPackage
+			}
+			if host == "" {
+				host = DefaultRegistryHost
+			}
+			got, err := parsePackage(event, tt.body, host)
+			if err != nil {
+				t.Fatalf("parsePackage() error = %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("parsePackage() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestParsePackageFixtures runs every package fixture as either event.
+func TestParsePackageFixtures(t *testing.T) {
+	tests := []struct {
+		fixture string
+		want    mapping
+	}{
+		{realFixture, mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest}},
+		{"package.published.docker.json", mapping{ignore: reasonNotContainer}},
+		{"package.published.npm.json", mapping{ignore: reasonNotContainer}},
+		{"registry_package.published.json", mapping{ignore: reasonNotContainer}},
+	}
+	for _, tt := range tests {
+		for _, event := range []string{eventPackage, eventRegistryPackage} {
+			got, err := parsePackage(event, readFixture(t, tt.fixture), DefaultRegistryHost)
+			if err != nil || got != tt.want {
+				t.Errorf("parsePackage(%s, %s) = %+v, %v; want %+v", event, tt.fixture, got, err, tt.want)
+			}
+		}
+	}
+}
+
+func TestParsePackageMalformed(t *testing.T) {
+	for _, body := range []string{``, `{`, `null`, `[]`, `"x"`, `{}`, `{"action":"published"}`, `{"package":null}`, `{"package":{"owner":[]}}`} {
+		_, err := parsePackage(eventPackage, []byte(body), DefaultRegistryHost)
+		if !errors.Is(err, errMalformed) {
+			t.Errorf("parsePackage(%q) error = %v, want errMalformed", body, err)
+		}
+	}
+}
+
+func TestValidComponent(t *testing.T) {
+	tests := []struct {
+		c    string
+		want bool
+	}{
+		{"www", true}, {"a.b", true}, {"a_b", true}, {"a__b", true}, {"a---b", true}, {"0e2", true},
+		{"", false}, {".a", false}, {"a.", false}, {"-a", false}, {"a..b", false}, {"a___b", false},
+		{"a.-b", false}, {"a_-b", false}, {"A", false}, {"a b", false},
+	}
+	for _, tt := range tests {
+		if got := validComponent(tt.c); got != tt.want {
+			t.Errorf("validComponent(%q) = %v, want %v", tt.c, got, tt.want)
+		}
+	}
+}
+
+func TestIsArtifactTag(t *testing.T) {
+	hex64 := strings.Repeat("0123456789abcdef", 4)
+	tests := []struct {
+		tag  string
+		want bool
+	}{
+		{"sha256-" + hex64 + ".sig", true},
+		{"sha256-" + hex64 + ".att", true},
+		{"sha256-" + hex64 + ".sbom", true},
+		{"sha256-" + hex64, true},
+		{"SHA256-" + strings.ToUpper(hex64) + ".sig", true},
+		{"sha256-" + hex64[:63] + ".sig", false},
+		{"sha256-" + hex64 + "x", false},
+		{"sha256-" + hex64[:63] + "g", false},
+		{"latest", false},
+		{"sha256", false},
+		{"v1-sha256-" + hex64, false},
+	}
+	for _, tt := range tests {
+		if got := isArtifactTag(tt.tag); got != tt.want {
+			t.Errorf("isArtifactTag(%q) = %v, want %v", tt.tag, got, tt.want)
+		}
+	}
+}
+
+// FuzzParse checks the parser never panics and that whatever it maps is a
+// normalised reference the deployer accepts.
+func FuzzParse(f *testing.F) {
+	entries, err := os.ReadDir("testdata")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".json") {
+			b, err := os.ReadFile(filepath.Join("testdata", e.Name()))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b, "ghcr.io")
+		}
+	}
+	for _, in := range decodeCases {
+		f.Add([]byte(in), "ghcr.io")
+	}
+	f.Add([]byte(`{"action":"updated","registry_package":{"name":"A","namespace":"B/c","package_type":"docker","package_version":{"container_metadata":{"tag":{"name":"x"}}}}}`), "localhost:5000")
+	reasons := []string{reasonAction, reasonNotContainer, reasonUntagged, reasonArtifactTag, reasonURLMismatch, reasonBadRef}
+	f.Fuzz(func(t *testing.T, payload []byte, host string) {
+		// decodePackage must agree with encoding/json.
+		var fast, ref packageEnvelope
+		errFast := decodePackage(payload, &fast)
+		errRef := json.Unmarshal(payload, &ref)
+		if (errFast == nil) != (errRef == nil) {
+			t.Fatalf("decodePackage error %v, json.Unmarshal error %v", errFast, errRef)
+		}
+		if errRef == nil && !reflect.DeepEqual(fast, ref) {
+			t.Fatalf("decodePackage = %+v, json.Unmarshal = %+v", fast, ref)
+		}
+
+		if _, err := deployer.ParseRef(host + "/o/n"); err != nil {
+			host = DefaultRegistryHost
+		}
+		host = strings.ToLower(host)
+		for _, event := range []string{eventPackage, eventRegistryPackage} {
+			m, err := parsePackage(event, payload, host)
+			if err != nil {
+				if !errors.Is(err, errMalformed) {
+					t.Fatalf("error %v does not wrap errMalformed", err)
+				}
+				continue
+			}
+			if m.ignore != "" {
+				if !slices.Contains(reasons, m.ignore) || m.repository != "" {
+					t.Fatalf("ignored with %q and repository %q", m.ignore, m.repository)
+				}
+				continue
+			}
+			if m.repository != strings.ToLower(m.repository) {
+				t.Fatalf("repository %q is not lower case", m.repository)
+			}
+			ref, err := deployer.ParseRef(m.image())
+			if err != nil {
+				t.Fatalf("ParseRef(%q): %v", m.image(), err)
+			}
+			if ref.Repository() != m.repository || ref.Tag != m.tag {
+				t.Fatalf("ParseRef(%q) = %s, %s; want it unchanged", m.image(), ref.Repository(), ref.Tag)
+			}
+			if !strings.HasPrefix(m.repository, host+"/") || strings.Count(m.repository, "/") < 2 || strings.Contains(m.repository, "//") {
+				t.Fatalf("repository %q is not %s/owner/name", m.repository, host)
+			}
+			if m.digest != "" {
+				if _, err := deployer.ParseRef(m.image() + "@" + m.digest); err != nil || !validSHA256(m.digest) {
+					t.Fatalf("digest %q is not a sha256 digest: %v", m.digest, err)
+				}
+			}
+			if isArtifactTag(m.tag) {
+				t.Fatalf("artifact tag %q mapped", m.tag)
+			}
+		}
+	})
+}
+
+// BenchmarkParse is the decode and mapping step alone.
+func BenchmarkParse(b *testing.B) {
+	real, err := os.ReadFile(filepath.Join("testdata", realFixture))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(real)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if m, err := parsePackage(eventPackage, real, DefaultRegistryHost); err != nil || m.ignore != "" {
+			b.Fatal(m, err)
+		}
+	}
+}
+
+// BenchmarkParseEncodingJSON is what the same decode costs with
+// encoding/json, for comparison.
+func BenchmarkParseEncodingJSON(b *testing.B) {
+	real, err := os.ReadFile(filepath.Join("testdata", realFixture))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(real)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var e packageEnvelope
+		if err := json.Unmarshal(real, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
