@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,8 +73,10 @@ type Config struct {
 	// HealthTimeout bounds the wait for a healthcheck to pass (default 60s);
 	// the container label hookd.health-timeout (a Go duration) overrides it.
 	HealthTimeout time.Duration
-	// SettleTime is how long a container without a healthcheck must stay
-	// running, unrestarted (default 5s).
+	// SettleTime is how long a new container must stay running, unrestarted,
+	// before it is trusted (default 5s); one with a healthcheck must also
+	// report healthy. The window catches a container that passes its first
+	// check and dies right after.
 	SettleTime time.Duration
 	// Concurrency is how many targets deploy at once (default 1).
 	Concurrency int
@@ -95,6 +98,13 @@ type Config struct {
 	Logger *slog.Logger
 	// SelfID is the id of hookd's own container, if it runs in one.
 	SelfID string
+	// LabelFilter, "key=value" or "key", narrows the targets to containers
+	// that also carry that label: several hookd (or test runs) can share one
+	// engine without touching each other's containers. Empty: no narrowing.
+	LabelFilter string
+
+	labelKey, labelValue string // LabelFilter split
+	labelHasValue        bool
 }
 
 // Deployer owns the queue and the workers. Create it with New and start it
@@ -151,6 +161,7 @@ func New(docker Docker, cfg Config) *Deployer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.labelKey, cfg.labelValue, cfg.labelHasValue = strings.Cut(cfg.LabelFilter, "=")
 	return &Deployer{
 		docker:  docker,
 		cfg:     cfg,

@@ -126,7 +126,7 @@ func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger)
 		strings.TrimPrefix(cur.Name, "/") != j.Target {
 		return fail(fmt.Errorf("target %q not found", j.Target))
 	}
-	if !eligible(j.Target, cur.Config.Labels) {
+	if !eligible(j.Target, cur.Config.Labels) || !d.inScope(cur.Config.Labels) {
 		return fail(fmt.Errorf("container %q is not labelled %s=true", j.Target, LabelEnable))
 	}
 	if !cur.State.Running {

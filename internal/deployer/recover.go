@@ -10,7 +10,6 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 )
 
 // direction is which way recover settled a half-done swap.
@@ -176,7 +175,7 @@ func (d *Deployer) find(ctx context.Context, ref string) (*containerInspect, err
 		}
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[LabelEnable] != "true" {
+	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[LabelEnable] != "true" || !d.inScope(c.Config.Labels) {
 		return nil, nil
 	}
 	return &c, nil
@@ -197,7 +196,7 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 	for _, st := range steps {
 		byName[st.Target] = st
 	}
-	list, err := d.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(enabledFilter())})
+	list, err := d.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: d.labelFilters()})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}

@@ -282,18 +282,23 @@ func hasHealthcheck(c *container.Config) bool {
 	return c != nil && c.Healthcheck != nil && len(c.Healthcheck.Test) > 0 && c.Healthcheck.Test[0] != "NONE"
 }
 
-// gate waits for the started container to prove itself: with a healthcheck,
-// "healthy" within timeout; without one, running for settle without dying.
-// It reacts to events, not polls. An error means ctx ended first.
+// gate waits for the started container to prove itself. It must stay
+// running, unrestarted, for settle and, with a healthcheck, also report
+// "healthy" within timeout. The settle window also catches a container that
+// passes its first check and dies right after. The gate reacts to events and
+// timers, never polls. An error means ctx ended first.
 func (d *Deployer) gate(ctx context.Context, id string, msgs <-chan events.Message, errs <-chan error,
 	subscribe func() (<-chan events.Message, <-chan error), hasHealth bool, timeout, settle time.Duration,
 ) (verdict, error) {
-	wait := settle
+	settled := time.NewTimer(settle)
+	defer settled.Stop()
+	var deadline <-chan time.Time
 	if hasHealth {
-		wait = timeout
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
+	isSettled, healthy := false, false
 	for {
 		select {
 		case m := <-msgs:
@@ -309,8 +314,11 @@ func (d *Deployer) gate(ctx context.Context, id string, msgs <-chan events.Messa
 				status := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(action, string(events.ActionHealthStatus)), ":"))
 				switch status {
 				case container.Healthy:
-					if hasHealth {
-						return verdict{}, nil
+					if hasHealth && !healthy {
+						healthy, deadline = true, nil
+						if isSettled {
+							return d.confirm(ctx, id, hasHealth, timeout), nil
+						}
 					}
 				case container.Unhealthy:
 					return verdict{reason: ReasonUnhealthy, detail: d.lastHealthOutput(ctx, id)}, nil
@@ -326,17 +334,22 @@ func (d *Deployer) gate(ctx context.Context, id string, msgs <-chan events.Messa
 				return verdict{}, ctx.Err()
 			}
 			msgs, errs = subscribe()
-		case <-timer.C:
-			return d.gateTimeout(ctx, id, hasHealth, wait), nil
+		case <-settled.C:
+			isSettled = true
+			if !hasHealth || healthy {
+				return d.confirm(ctx, id, hasHealth, timeout), nil
+			}
+		case <-deadline:
+			return d.confirm(ctx, id, hasHealth, timeout), nil
 		case <-ctx.Done():
 			return verdict{}, ctx.Err()
 		}
 	}
 }
 
-// gateTimeout decides when the timer fires, confirming with the engine in
-// case an event was missed.
-func (d *Deployer) gateTimeout(ctx context.Context, id string, hasHealth bool, waited time.Duration) verdict {
+// confirm asks the engine for the verdict once the events say the gate is
+// decided, in case an event was missed or is still in flight.
+func (d *Deployer) confirm(ctx context.Context, id string, hasHealth bool, timeout time.Duration) verdict {
 	c, err := d.docker.ContainerInspect(ctx, id)
 	if err == nil && c.State != nil {
 		switch {
@@ -348,12 +361,14 @@ func (d *Deployer) gateTimeout(ctx context.Context, id string, hasHealth bool, w
 			return verdict{}
 		case c.State.Health != nil && c.State.Health.Status == container.Healthy:
 			return verdict{}
+		case c.State.Health != nil && c.State.Health.Status == container.Unhealthy:
+			return verdict{reason: ReasonUnhealthy, detail: healthOutput(c)}
 		}
 	}
-	if !hasHealth {
+	if err != nil && !hasHealth {
 		return verdict{} // the engine did not answer, but no die event came either
 	}
-	detail := fmt.Sprintf("not healthy within %s", waited)
+	detail := fmt.Sprintf("not healthy within %s", timeout)
 	if out := healthOutput(c); out != "" {
 		detail += "; last check: " + out
 	}

@@ -14,15 +14,34 @@ import (
 
 const kindContainer = "container"
 
-// enabledFilter selects the containers that opted in.
-func enabledFilter() filters.KeyValuePair {
-	return filters.Arg("label", LabelEnable+"=true")
+// labelFilters select the containers that opted in (and are in scope).
+func (d *Deployer) labelFilters(more ...filters.KeyValuePair) filters.Args {
+	args := filters.NewArgs(filters.Arg("label", LabelEnable+"=true"))
+	if d.cfg.labelKey != "" {
+		args.Add("label", d.cfg.LabelFilter)
+	}
+	for _, kv := range more {
+		args.Add(kv.Key, kv.Value)
+	}
+	return args
+}
+
+// inScope applies Config.LabelFilter.
+func (d *Deployer) inScope(labels map[string]string) bool {
+	if d.cfg.labelKey == "" {
+		return true
+	}
+	v, ok := labels[d.cfg.labelKey]
+	if !ok {
+		return false
+	}
+	return !d.cfg.labelHasValue || v == d.cfg.labelValue
 }
 
 // relist rebuilds the target set from a full container list.
 func (d *Deployer) relist(ctx context.Context) error {
 	list, err := d.docker.ContainerList(ctx, container.ListOptions{
-		Filters: filters.NewArgs(enabledFilter(), filters.Arg("status", "running")),
+		Filters: d.labelFilters(filters.Arg("status", "running")),
 	})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
@@ -64,7 +83,9 @@ func (d *Deployer) relist(ctx context.Context) error {
 func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 	t, ok, err := d.inspectTarget(ctx, idOrName)
 	if err != nil && !cerrdefs.IsNotFound(err) {
-		d.log.Warn("refresh target failed", "container", idOrName, "err", err)
+		if ctx.Err() == nil {
+			d.log.Warn("refresh target failed", "container", idOrName, "err", err)
+		}
 		return
 	}
 	d.mu.Lock()
@@ -113,7 +134,7 @@ func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (Target, 
 		return t, false, nil
 	}
 	t.Name = strings.TrimPrefix(c.Name, "/")
-	if !c.State.Running || !eligible(t.Name, c.Config.Labels) {
+	if !c.State.Running || !eligible(t.Name, c.Config.Labels) || !d.inScope(c.Config.Labels) {
 		return t, false, nil
 	}
 	ref, err := ParseRef(c.Config.Image)
@@ -191,9 +212,8 @@ func (d *Deployer) follow(ctx context.Context) {
 	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
 	for ctx.Err() == nil {
 		evCtx, cancel := context.WithCancel(ctx)
-		msgs, errs := d.docker.Events(evCtx, events.ListOptions{Filters: filters.NewArgs(
+		msgs, errs := d.docker.Events(evCtx, events.ListOptions{Filters: d.labelFilters(
 			filters.Arg("type", string(events.ContainerEventType)),
-			enabledFilter(),
 			filters.Arg("event", string(events.ActionStart)),
 			filters.Arg("event", string(events.ActionDie)),
 			filters.Arg("event", string(events.ActionDestroy)),

@@ -1,0 +1,840 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/and3rn3t/hookd/internal/dockertest"
+	"github.com/and3rn3t/hookd/internal/metrics"
+)
+
+// Integration tests: a real engine and the rig's in-process registry.
+// Every deployer here is scoped (LabelFilter) to the test's own containers,
+// because the engine is shared with other tests running at the same time.
+
+func testContext(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type runningDeployer struct {
+	*Deployer
+	metrics *metrics.Metrics
+	stop    func() // cancels Run and waits for it to return
+}
+
+// startDeployer runs a Deployer scoped to t's containers and waits until it
+// is ready. setup may change the Deployer before Run (test hooks).
+func startDeployer(ctx context.Context, t *testing.T, cli *client.Client, cfg Config, setup ...func(*Deployer)) runningDeployer {
+	t.Helper()
+	if cfg.LabelFilter == "" {
+		cfg.LabelFilter = dockertest.LabelKey + "=" + dockertest.LabelValue(t)
+	}
+	if cfg.HealthTimeout == 0 {
+		cfg.HealthTimeout = 15 * time.Second
+	}
+	if cfg.SettleTime == 0 {
+		cfg.SettleTime = time.Second
+	}
+	if cfg.Keychain == nil {
+		cfg.Keychain = staticKeychain{}
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	d := New(cli, cfg)
+	for _, f := range setup {
+		f(d)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil after cancel", err)
+		}
+	}
+	t.Cleanup(stop)
+	waitUntil(ctx, t, 20*time.Second, "deployer ready", func() (bool, string) {
+		err := d.Ready(ctx)
+		return err == nil, fmt.Sprint(err)
+	})
+	return runningDeployer{Deployer: d, metrics: cfg.Metrics, stop: stop}
+}
+
+// waitUntil polls cond every 50ms and fails the test after timeout.
+func waitUntil(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, desc := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("timed out waiting for %s: %s", what, desc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitTarget(ctx context.Context, t *testing.T, d *Deployer, name string) Target {
+	t.Helper()
+	var got Target
+	waitUntil(ctx, t, 10*time.Second, "target "+name, func() (bool, string) {
+		for _, tg := range d.Targets() {
+			if tg.Name == name {
+				got = tg
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("targets = %v", d.Targets())
+	})
+	return got
+}
+
+// deployOne submits req, expects exactly one job and waits for it.
+func deployOne(ctx context.Context, t *testing.T, d *Deployer, req Request) Job {
+	t.Helper()
+	if req.Trigger == "" {
+		req.Trigger = TriggerManual
+	}
+	jobs, err := d.Submit(ctx, req)
+	if err != nil {
+		t.Fatalf("Submit(%+v) error = %v", req, err)
+	}
+	if len(jobs) != 1 {
+		t.Fatalf("Submit(%+v) = %d jobs, want 1", req, len(jobs))
+	}
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	j, err := d.WaitJob(wctx, jobs[0].ID)
+	if err != nil {
+		t.Fatalf("WaitJob(%s) error = %v (job %+v)", jobs[0].ID, err, j)
+	}
+	return j
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+func httpGet(ctx context.Context, url string) (string, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return strings.TrimSpace(string(b)), resp.StatusCode, err
+}
+
+func httpPut(ctx context.Context, t *testing.T, url, body string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("PUT %s: %v", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT %s: status %d", url, resp.StatusCode)
+	}
+}
+
+func inspect(ctx context.Context, t *testing.T, cli *client.Client, nameOrID string) container.InspectResponse {
+	t.Helper()
+	c, err := cli.ContainerInspect(ctx, nameOrID)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", nameOrID, err)
+	}
+	return c
+}
+
+// containersNamed lists the test's containers whose name starts with base.
+func containersNamed(ctx context.Context, t *testing.T, cli *client.Client, base string) map[string]container.Summary {
+	t.Helper()
+	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", dockertest.LabelKey+"="+dockertest.LabelValue(t)))})
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	out := map[string]container.Summary{}
+	for _, c := range list {
+		for _, n := range c.Names {
+			n = strings.TrimPrefix(n, "/")
+			if n == base || strings.HasPrefix(n, base+".hookd-") {
+				out[n] = c
+			}
+		}
+	}
+	return out
+}
+
+func enabled(extra map[string]string) map[string]string {
+	l := map[string]string{LabelEnable: "true"}
+	for k, v := range extra {
+		l[k] = v
+	}
+	return l
+}
+
+func TestIntegrationDeployCarriesEverythingOver(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/carry"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{
+		Version: "v1",
+		Env:     []string{"GREETING=hello", "MODE=prod"},
+		Labels:  map[string]string{"img.version": "one", "img.kept": "same"},
+		Volumes: []string{"/data"},
+	})
+	netA := dockertest.CreateNetwork(ctx, t, cli)
+	netB := dockertest.CreateNetwork(ctx, t, cli)
+	vol := dockertest.CreateVolume(ctx, t, cli)
+	port := freePort(t)
+	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image:         reg.Ref(repo, "latest"),
+		Name:          "carry",
+		Labels:        enabled(map[string]string{"user.label": "mine", "com.docker.compose.service": "carry"}),
+		Env:           []string{"USER_VAR=u1", "MODE=dev"},
+		Ports:         map[string]string{dockertest.AppPort: port},
+		Volumes:       []string{vol + ":/named"},
+		Network:       netA,
+		Aliases:       []string{"svc-a"},
+		RestartPolicy: "unless-stopped",
+		Customize: func(c *container.Config, hc *container.HostConfig, _ *network.NetworkingConfig) {
+			stop := 7
+			c.StopTimeout = &stop
+			hc.ExtraHosts = []string{"example.internal:10.1.2.3"}
+			hc.Resources.Memory = 128 << 20
+		},
+	})
+	if err := cli.NetworkConnect(ctx, netB, oldID, &network.EndpointSettings{Aliases: []string{"svc-b"}}); err != nil {
+		t.Fatalf("connect %s: %v", netB, err)
+	}
+	addr := "127.0.0.1:" + port
+	httpPut(ctx, t, "http://"+addr+"/file?path=/data/anon.txt", "anonymous data")
+	httpPut(ctx, t, "http://"+addr+"/file?path=/named/named.txt", "named data")
+
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{
+		Version: "v2",
+		Env:     []string{"GREETING=bonjour", "MODE=prod2"},
+		Labels:  map[string]string{"img.version": "two", "img.kept": "same"},
+		Volumes: []string{"/data"},
+		Cmd:     []string{"/app", "serve", "from-v2"},
+	})
+
+	j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo, Tag: "latest", Trigger: TriggerWebhook, ID: "delivery-1"})
+	if j.Status != StatusSucceeded {
+		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
+	}
+	if j.DigestAfter == "" || j.DigestAfter == j.DigestBefore {
+		t.Errorf("job digests before, after = %q, %q, want two different digests", j.DigestBefore, j.DigestAfter)
+	}
+	for _, p := range []string{"pull", "swap", "health"} {
+		if _, ok := j.Phases[p]; !ok {
+			t.Errorf("job phases = %v, want %q among them", j.Phases, p)
+		}
+	}
+
+	if v, err := dockertest.Version(ctx, addr); err != nil || v != "v2" {
+		t.Errorf("service on %s answers %q, %v, want v2", addr, v, err)
+	}
+	c := inspect(ctx, t, cli, name)
+	if c.ID == oldID {
+		t.Fatalf("container id unchanged after deploy")
+	}
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"label user.label", c.Config.Labels["user.label"], "mine"},
+		{"label com.docker.compose.service", c.Config.Labels["com.docker.compose.service"], "carry"},
+		{"label img.version (image default)", c.Config.Labels["img.version"], "two"},
+		{"label hookd.enable", c.Config.Labels[LabelEnable], "true"},
+		{"restart policy", string(c.HostConfig.RestartPolicy.Name), "unless-stopped"},
+		{"stop timeout", fmt.Sprint(derefInt(c.Config.StopTimeout)), "7"},
+		{"extra hosts", fmt.Sprint(c.HostConfig.ExtraHosts), "[example.internal:10.1.2.3]"},
+		{"memory", c.HostConfig.Memory, int64(128 << 20)},
+		{"cmd (image default)", fmt.Sprint(c.Config.Cmd), "[/app serve from-v2]"},
+		{"port binding", fmt.Sprint(c.HostConfig.PortBindings["8080/tcp"]), "[{127.0.0.1 " + port + "}]"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.what, ch.got, ch.want)
+		}
+	}
+	for name, want := range map[string]string{"USER_VAR": "u1", "MODE": "dev", "GREETING": "bonjour"} {
+		got, _, err := httpGet(ctx, "http://"+addr+"/env?name="+name)
+		if err != nil || got != want {
+			t.Errorf("env %s = %q, %v, want %q", name, got, err, want)
+		}
+	}
+	for path, want := range map[string]string{"/data/anon.txt": "anonymous data", "/named/named.txt": "named data"} {
+		got, _, err := httpGet(ctx, "http://"+addr+"/file?path="+path)
+		if err != nil || got != want {
+			t.Errorf("file %s = %q, %v, want %q (volume data must survive)", path, got, err, want)
+		}
+	}
+	for netName, alias := range map[string]string{netA: "svc-a", netB: "svc-b"} {
+		ep := c.NetworkSettings.Networks[netName]
+		if ep == nil || !slices.Contains(ep.Aliases, alias) {
+			t.Errorf("network %s endpoint = %+v, want alias %s", netName, ep, alias)
+			continue
+		}
+		if slices.Contains(ep.Aliases, oldID[:12]) {
+			t.Errorf("network %s aliases = %v, want the old short id gone", netName, ep.Aliases)
+		}
+	}
+	if left := containersNamed(ctx, t, cli, name); len(left) != 1 {
+		t.Errorf("containers named %s* = %v, want only %s", name, keys(left), name)
+	}
+	if got := testutilCounter(d.metrics.Deploys, name, "webhook", "succeeded"); got != 1 {
+		t.Errorf("deploys{succeeded} = %v, want 1", got)
+	}
+	if got := testutilGauge(d.metrics.LastSuccessfulDeploy, name); got <= 0 {
+		t.Errorf("last successful deploy = %v, want a timestamp", got)
+	}
+	tg := waitTarget(ctx, t, d.Deployer, name)
+	if tg.ID != c.ID {
+		t.Errorf("target id = %s, want the new container %s", shortID(tg.ID), shortID(c.ID))
+	}
+}
+
+func derefInt(p *int) int {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestIntegrationUpToDate(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/same"
+	digest := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "same", Labels: enabled(nil),
+	})
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+
+	tests := []struct {
+		name string
+		req  Request
+	}{
+		{"by digest, no pull", Request{Repository: reg.Host + "/" + repo, Digest: digest}},
+		{"by tag after pull", Request{Repository: reg.Host + "/" + repo}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg.ResetRequests()
+			j := deployOne(ctx, t, d.Deployer, tt.req)
+			if j.Status != StatusUpToDate {
+				t.Errorf("job status = %s (error %q), want up_to_date", j.Status, j.Error)
+			}
+			if got := inspect(ctx, t, cli, name).ID; got != id {
+				t.Errorf("container id = %s, want unchanged %s", shortID(got), shortID(id))
+			}
+			pulled := false
+			for _, r := range reg.Requests() {
+				if strings.Contains(r.Path, "/manifests/") {
+					pulled = true
+				}
+			}
+			if want := tt.req.Digest == ""; pulled != want {
+				t.Errorf("registry manifest requests seen = %v, want %v", pulled, want)
+			}
+		})
+	}
+
+	t.Run("force recreates", func(t *testing.T) {
+		j := deployOne(ctx, t, d.Deployer, Request{Target: name, Force: true})
+		if j.Status != StatusSucceeded {
+			t.Errorf("forced job status = %s (error %q), want succeeded", j.Status, j.Error)
+		}
+		if got := inspect(ctx, t, cli, name).ID; got == id {
+			t.Errorf("container id unchanged after a forced deploy")
+		}
+	})
+}
+
+func TestIntegrationAttestationOnlyChangeIsUpToDate(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/attest"
+	first := reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "attest", Labels: enabled(nil),
+	})
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+
+	// The rig rebuilds images on every push (new created time), so the
+	// rebuild with only new attestations is made here from the pushed index.
+	second := addAttestations(ctx, t, reg.Ref(repo, "latest"))
+	if first == second {
+		t.Fatalf("index digest unchanged by attestations; the test proves nothing")
+	}
+	j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo, Digest: second})
+	if j.Status != StatusUpToDate {
+		t.Errorf("job status = %s (error %q), want up_to_date: the platform image did not change", j.Status, j.Error)
+	}
+	if got := inspect(ctx, t, cli, name).ID; got != id {
+		t.Errorf("container id = %s, want unchanged", shortID(got))
+	}
+}
+
+func TestIntegrationRollback(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+
+	tests := []struct {
+		name       string
+		app        dockertest.App
+		reason     string
+		detailWant string
+	}{
+		{"unhealthy", dockertest.App{Version: "v3", Unhealthy: true}, ReasonUnhealthy, "unhealthy"},
+		{"crashing", dockertest.App{Version: "v3", Crash: true}, ReasonExited, "exit code 3"},
+		{"never healthy", dockertest.App{Version: "v3", SlowStart: time.Minute}, ReasonTimeout, "not healthy within 3s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := "hookd/rollback-" + strings.ReplaceAll(tt.name, " ", "-")
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+			oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+				Image: reg.Ref(repo, "latest"), Name: "rb", Labels: enabled(nil),
+				Ports: map[string]string{dockertest.AppPort: ""}, RestartPolicy: "always",
+			})
+			d := startDeployer(ctx, t, cli, Config{HealthTimeout: 3 * time.Second})
+			waitTarget(ctx, t, d.Deployer, name)
+			reg.PushApp(ctx, t, repo, "latest", tt.app)
+
+			j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo})
+			if j.Status != StatusRolledBack || j.RollbackReason != tt.reason {
+				t.Fatalf("job status, reason = %s, %q (error %q), want rolled_back, %q", j.Status, j.RollbackReason, j.Error, tt.reason)
+			}
+			if !strings.Contains(j.RollbackDetail, tt.detailWant) {
+				t.Errorf("rollback detail = %q, want it to contain %q", j.RollbackDetail, tt.detailWant)
+			}
+			addr := dockertest.HostPort(ctx, t, cli, name)
+			if v, err := dockertest.Version(ctx, addr); err != nil || v != "v2" {
+				t.Errorf("service answers %q, %v, want v2 again", v, err)
+			}
+			if got := inspect(ctx, t, cli, name).ID; got != oldID {
+				t.Errorf("container under %s = %s, want the old one %s back", name, shortID(got), shortID(oldID))
+			}
+			failed := inspect(ctx, t, cli, name+suffixFailed)
+			if failed.State.Running || failed.HostConfig.RestartPolicy.Name != container.RestartPolicyDisabled {
+				t.Errorf("%s running, restart policy = %v, %q, want stopped, no", name+suffixFailed,
+					failed.State.Running, failed.HostConfig.RestartPolicy.Name)
+			}
+			if left := containersNamed(ctx, t, cli, name); len(left) != 2 {
+				t.Errorf("containers named %s* = %v, want %s and %s", name, keys(left), name, name+suffixFailed)
+			}
+			if got := testutilCounter(d.metrics.Rollbacks, name, tt.reason); got != 1 {
+				t.Errorf("rollbacks{%s} = %v, want 1", tt.reason, got)
+			}
+		})
+	}
+}
+
+func testutilCounter(v *prometheus.CounterVec, labels ...string) float64 {
+	return testutil.ToFloat64(v.WithLabelValues(labels...))
+}
+
+func testutilGauge(v *prometheus.GaugeVec, labels ...string) float64 {
+	return testutil.ToFloat64(v.WithLabelValues(labels...))
+}
+
+func TestIntegrationPullFailureLeavesTargetUntouched(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+
+	tests := []struct {
+		name    string
+		bearer  bool
+		breakIt func(reg *dockertest.Registry)
+		tag     string
+		kc      staticKeychain
+		errWant string
+	}{
+		{name: "registry down", breakIt: func(r *dockertest.Registry) { r.Down() }, errWant: "connection refused"},
+		{name: "tag missing", tag: "nope", errWant: "not found"},
+		{name: "wrong credentials", bearer: true, kc: staticKeychain{"bot", "wrong"}, errWant: "unauthorized"},
+		{name: "rate limited", breakIt: func(r *dockertest.Registry) { r.Fail(http.StatusTooManyRequests, "60") }, errWant: "toomanyrequests"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var reg *dockertest.Registry
+			auth := ""
+			if tt.bearer {
+				reg = dockertest.NewRegistry(t, dockertest.WithBearerAuth("bot", "right"))
+				auth = reg.RegistryAuth("bot", "right")
+			} else {
+				reg = dockertest.NewRegistry(t)
+			}
+			const repo = "hookd/pullfail"
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+			tag := "latest"
+			if tt.tag != "" {
+				// Follow a tag the registry does not have (any more).
+				tag = tt.tag
+				dockertest.Pull(ctx, t, cli, reg.Ref(repo, "latest"), auth)
+				if err := cli.ImageTag(ctx, reg.Ref(repo, "latest"), reg.Ref(repo, tag)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+				Image: reg.Ref(repo, tag), Name: "pullfail", Labels: enabled(nil), RegistryAuth: auth,
+				Ports: map[string]string{dockertest.AppPort: ""},
+			})
+			d := startDeployer(ctx, t, cli, Config{Keychain: tt.kc})
+			waitTarget(ctx, t, d.Deployer, name)
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+			if tt.breakIt != nil {
+				tt.breakIt(reg)
+			}
+
+			j := deployOne(ctx, t, d.Deployer, Request{Target: name, Trigger: TriggerPoll})
+			if j.Status != StatusFailed || !strings.Contains(strings.ToLower(j.Error), tt.errWant) {
+				t.Errorf("job status, error = %s, %q, want failed with %q", j.Status, j.Error, tt.errWant)
+			}
+			if strings.Contains(j.Error, "right") || strings.Contains(j.Error, "wrong") {
+				t.Errorf("job error %q contains a password", j.Error)
+			}
+			c := inspect(ctx, t, cli, name)
+			if c.ID != id || !c.State.Running {
+				t.Errorf("container %s = %s running %v, want untouched %s running", name, shortID(c.ID), c.State.Running, shortID(id))
+			}
+			if v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name)); err != nil || v != "v1" {
+				t.Errorf("service answers %q, %v, want v1", v, err)
+			}
+			if got := testutilCounter(d.metrics.Deploys, name, "poll", "failed"); got != 1 {
+				t.Errorf("deploys{failed} = %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestIntegrationBearerCredentialsFromKeychain(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t, dockertest.WithBearerAuth("bot", "right"))
+	const repo = "hookd/private"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "private", Labels: enabled(nil),
+		RegistryAuth: reg.RegistryAuth("bot", "right"), Ports: map[string]string{dockertest.AppPort: ""},
+	})
+	d := startDeployer(ctx, t, cli, Config{Keychain: staticKeychain{"bot", "right"}})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	j := deployOne(ctx, t, d.Deployer, Request{Target: name})
+	if j.Status != StatusSucceeded {
+		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
+	}
+	if v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name)); err != nil || v != "v2" {
+		t.Errorf("service answers %q, %v, want v2", v, err)
+	}
+}
+
+func TestIntegrationCoalescesDuringSlowDeploy(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/slow"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "slow", Labels: enabled(nil),
+	})
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", SlowStart: 2 * time.Second})
+
+	req := Request{Repository: reg.Host + "/" + repo, Trigger: TriggerWebhook}
+	first, err := d.Submit(ctx, req)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("Submit = %v, %v", first, err)
+	}
+	waitUntil(ctx, t, 10*time.Second, "first job running", func() (bool, string) {
+		j, _ := d.Job(ctx, first[0].ID)
+		return j.Status == StatusRunning, string(j.Status)
+	})
+	ids := map[string]bool{first[0].ID: true}
+	for i := range 19 {
+		req.ID = fmt.Sprintf("delivery-%d", i)
+		jobs, err := d.Submit(ctx, req)
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("Submit #%d = %v, %v", i+2, jobs, err)
+		}
+		ids[jobs[0].ID] = true
+	}
+	if len(ids) != 2 {
+		t.Errorf("distinct jobs for 20 requests = %d, want 2 (one running, one waiting)", len(ids))
+	}
+	for id := range ids {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		j, err := d.WaitJob(wctx, id)
+		cancel()
+		if err != nil {
+			t.Fatalf("WaitJob(%s): %v", id, err)
+		}
+		if id != first[0].ID && j.Request.ID != "delivery-18" {
+			t.Errorf("coalesced job request id = %q, want the newest, delivery-18", j.Request.ID)
+		}
+	}
+	jobs, _ := d.Jobs(ctx, JobFilter{Target: name})
+	if len(jobs) != 2 {
+		t.Errorf("jobs run for %s = %d, want at most 2", name, len(jobs))
+	}
+	deploys := 0.0
+	for _, o := range []Status{StatusSucceeded, StatusUpToDate, StatusFailed, StatusRolledBack} {
+		deploys += testutilCounter(d.metrics.Deploys, name, "webhook", string(o))
+	}
+	if deploys != 2 {
+		t.Errorf("deploys counted = %v, want 2", deploys)
+	}
+}
+
+func TestIntegrationUnlabelledUntouched(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/optin"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	plainID, plain := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "plain",
+	})
+	offID, off := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "off", Labels: map[string]string{LabelEnable: "false"},
+	})
+	_, on := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "on", Labels: enabled(nil),
+	})
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, on)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	jobs, err := d.Submit(ctx, Request{Repository: reg.Host + "/" + repo})
+	if err != nil || len(jobs) != 1 || jobs[0].Target != on {
+		t.Fatalf("Submit = %+v, %v, want one job for %s", jobs, err, on)
+	}
+	if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != StatusSucceeded {
+		t.Fatalf("job = %s %q, %v, want succeeded", j.Status, j.Error, err)
+	}
+	if _, err := d.Submit(ctx, Request{Target: plain}); err == nil {
+		t.Errorf("Submit(target %s without label) error = nil, want ErrUnknownTarget", plain)
+	}
+	for n, id := range map[string]string{plain: plainID, off: offID} {
+		c := inspect(ctx, t, cli, n)
+		if c.ID != id || !c.State.Running {
+			t.Errorf("unlabelled %s = %s running %v, want untouched", n, shortID(c.ID), c.State.Running)
+		}
+	}
+}
+
+func TestIntegrationRefusals(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/refuse"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+
+	rmID, rm := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "autoremove", Labels: enabled(nil), AutoRemove: true,
+	})
+	selfID, self := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "self", Labels: enabled(nil),
+	})
+	hostID, host := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "nshost", Labels: enabled(nil),
+	})
+	// A sidecar in host's network namespace, like compose's network_mode: service:x.
+	dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "sidecar", NetworkMode: "container:" + host,
+		Cmd: []string{"/app", "health"}, RestartPolicy: "no",
+	})
+	d := startDeployer(ctx, t, cli, Config{SelfID: selfID[:12]})
+	for _, n := range []string{rm, self, host} {
+		waitTarget(ctx, t, d.Deployer, n)
+	}
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	tests := []struct {
+		target, id, want string
+	}{
+		{rm, rmID, "--rm"},
+		{self, selfID, "cannot replace its own container"},
+		{host, hostID, "shares the network namespace"},
+	}
+	for _, tt := range tests {
+		j := deployOne(ctx, t, d.Deployer, Request{Target: tt.target})
+		if j.Status != StatusFailed || !strings.Contains(j.Error, tt.want) {
+			t.Errorf("deploy %s = %s %q, want failed with %q", tt.target, j.Status, j.Error, tt.want)
+		}
+		if c := inspect(ctx, t, cli, tt.target); c.ID != tt.id || !c.State.Running {
+			t.Errorf("%s = %s running %v, want untouched", tt.target, shortID(c.ID), c.State.Running)
+		}
+	}
+}
+
+func TestIntegrationNetworkModeNone(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/nonet"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "nonet", Labels: enabled(nil), NetworkMode: "none",
+	})
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	j := deployOne(ctx, t, d.Deployer, Request{Target: name})
+	if j.Status != StatusSucceeded {
+		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
+	}
+	if mode := inspect(ctx, t, cli, name).HostConfig.NetworkMode; mode != "none" {
+		t.Errorf("network mode = %q, want none", mode)
+	}
+}
+
+func TestIntegrationDiscoversTargetsStartedLater(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/later"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	d := startDeployer(ctx, t, cli, Config{})
+	if n := len(d.Targets()); n != 0 {
+		t.Fatalf("targets before any container = %d, want 0", n)
+	}
+	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "later", Labels: enabled(nil),
+	})
+	tg := waitTarget(ctx, t, d.Deployer, name)
+	if tg.ID != id || tg.Image != reg.Host+"/"+repo || tg.Tag != "latest" || tg.Digest == "" {
+		t.Errorf("target = %+v, want id %s, image %s, tag latest, a digest", tg, shortID(id), reg.Host+"/"+repo)
+	}
+	if err := cli.ContainerStop(ctx, id, container.StopOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(ctx, t, 10*time.Second, "stopped target gone", func() (bool, string) {
+		return len(d.Targets()) == 0, fmt.Sprint(d.Targets())
+	})
+}
+
+// addAttestations re-pushes the index at ref with one in-toto attestation
+// manifest per platform added, as a rebuild with new provenance would: the
+// index digest changes, the platform images stay the same. It returns the
+// new index digest. (A local helper: the rig's PushIndex always rebuilds.)
+func addAttestations(ctx context.Context, t *testing.T, ref string) string {
+	t.Helper()
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(r, remote.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("get index %s: %v", ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := idx
+	for _, m := range im.Manifests {
+		layer := static.NewLayer([]byte(`{"_type":"https://in-toto.io/Statement/v0.1","subject":[{"digest":{"sha256":"`+m.Digest.Hex+`"}}]}`),
+			"application/vnd.in-toto+json")
+		att, err := mutate.AppendLayers(empty.Image, layer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		att, err = mutate.ConfigFile(att, &v1.ConfigFile{Architecture: "unknown", OS: "unknown", RootFS: v1.RootFS{Type: "layers"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		att = mutate.ConfigMediaType(mutate.MediaType(att, types.OCIManifestSchema1), types.OCIConfigJSON)
+		out = mutate.AppendManifests(out, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"},
+			Annotations: map[string]string{
+				"vnd.docker.reference.type":   "attestation-manifest",
+				"vnd.docker.reference.digest": m.Digest.String(),
+			},
+		}})
+	}
+	if err := remote.WriteIndex(r, out, remote.WithContext(ctx)); err != nil {
+		t.Fatalf("push index %s: %v", ref, err)
+	}
+	dg, err := out.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dg.String()
+}
