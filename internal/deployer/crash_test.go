@@ -1,0 +1,152 @@
+package deployer
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/and3rn3t/hookd/internal/dockertest"
+)
+
+// TestIntegrationCrashAtEachStepReconciles kills the worker (as if hookd
+// died) right after each step of a swap, then checks that a fresh
+// deployer's reconcile leaves exactly one running container under the name,
+// and that the interrupted job ends where it should.
+func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+
+	tests := []struct {
+		point       string // crash point: a phase (after it), or phase+":journal" (journalled, not taken)
+		unhealthy   bool   // the new image fails its gate
+		loseJournal bool   // the restarted hookd has no state at all
+		want        Status // final status of the interrupted job
+		failedKept  bool   // <name>.hookd-failed exists after reconcile
+	}{
+		{point: "create:journal", want: StatusSucceeded},
+		{point: phaseCreate, want: StatusSucceeded},
+		{point: phaseStopOld + ":journal", want: StatusSucceeded},
+		{point: phaseStopOld, want: StatusSucceeded},
+		{point: phaseRenameOld, want: StatusSucceeded},
+		{point: phaseRenameNew, want: StatusSucceeded},
+		{point: phaseStartNew, want: StatusSucceeded},
+		{point: phaseHealth + ":journal", want: StatusSucceeded},
+		{point: phaseCleanup + ":journal", want: StatusSucceeded},
+		{point: phaseCleanup, want: StatusSucceeded},
+		{point: phaseRollback + ":journal", unhealthy: true, want: StatusRolledBack, failedKept: true},
+		{point: phaseRollback, unhealthy: true, want: StatusRolledBack, failedKept: true},
+		{point: phaseRenameOld, loseJournal: true},
+		{point: phaseRenameNew, loseJournal: true},
+		{point: phaseStartNew, loseJournal: true},
+	}
+	for _, tt := range tests {
+		name := tt.point
+		if tt.loseJournal {
+			name += "/journal lost"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			repo := "hookd/crash-" + strings.NewReplacer(":", "-", "_", "-").Replace(tt.point)
+			if tt.loseJournal {
+				repo += "-lost"
+			}
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+			_, target := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+				Image: reg.Ref(repo, "latest"), Name: "crash", Labels: enabled(nil),
+				Ports: map[string]string{dockertest.AppPort: ""}, RestartPolicy: "unless-stopped",
+			})
+			state := newMemState(100)
+			crashed := make(chan struct{})
+			var once sync.Once
+			cfg := Config{State: state, SettleTime: 500 * time.Millisecond, HealthTimeout: 5 * time.Second}
+			d1 := startDeployer(ctx, t, cli, cfg, func(d *Deployer) {
+				d.crashAfter = func(p string) bool {
+					if p != tt.point {
+						return false
+					}
+					once.Do(func() { close(crashed) })
+					return true
+				}
+			})
+			waitTarget(ctx, t, d1.Deployer, target)
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", Unhealthy: tt.unhealthy})
+			jobs, err := d1.Submit(ctx, Request{Target: target})
+			if err != nil {
+				t.Fatalf("Submit: %v", err)
+			}
+			select {
+			case <-crashed:
+			case <-time.After(time.Minute):
+				t.Fatalf("crash point %q never reached", tt.point)
+			}
+			d1.stop()
+
+			if tt.loseJournal {
+				state = newMemState(100)
+			}
+			cfg.State = state
+			cfg.LabelFilter = dockertest.LabelKey + "=" + dockertest.LabelValue(t)
+			cfg.Keychain = staticKeychain{}
+			// Reconcile alone first, to see what it leaves before any job resumes.
+			if err := New(cli, cfg).reconcile(ctx); err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+			left := containersNamed(ctx, t, cli, target)
+			c, ok := left[target]
+			if !ok || c.State != container.StateRunning {
+				t.Errorf("after reconcile, %s = %+v (present %v), want running", target, c.State, ok)
+			}
+			for _, s := range []string{suffixNew, suffixOld} {
+				if _, ok := left[target+s]; ok {
+					t.Errorf("after reconcile, %s still exists", target+s)
+				}
+			}
+			if _, ok := left[target+suffixFailed]; ok != tt.failedKept {
+				t.Errorf("after reconcile, %s exists = %v, want %v", target+suffixFailed, ok, tt.failedKept)
+			}
+			addr := dockertest.HostPort(ctx, t, cli, target)
+			if v, err := dockertest.Version(ctx, addr); err != nil {
+				t.Errorf("after reconcile the service does not answer: %v", err)
+			} else if v != "v1" && v != "v2" {
+				t.Errorf("after reconcile the service answers %q, want v1 or v2", v)
+			}
+			if tt.loseJournal {
+				return
+			}
+
+			// A restarted hookd finishes the job: resumed and redone, or
+			// already settled by reconcile.
+			d2 := startDeployer(ctx, t, cli, cfg)
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			j, err := d2.WaitJob(wctx, jobs[0].ID)
+			if err != nil || j.Status != tt.want {
+				t.Fatalf("interrupted job = %s %q, %v, want %s", j.Status, j.Error, err, tt.want)
+			}
+			want := "v2"
+			if tt.unhealthy {
+				want = "v1"
+			}
+			addr = dockertest.HostPort(ctx, t, cli, target)
+			if v, err := dockertest.Version(ctx, addr); err != nil || v != want {
+				t.Errorf("service answers %q, %v, want %s", v, err, want)
+			}
+			left = containersNamed(ctx, t, cli, target)
+			if len(left) != 1+boolInt(tt.failedKept) {
+				t.Errorf("containers named %s* = %v, want %s only (plus .hookd-failed after a rollback)", target, keys(left), target)
+			}
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
