@@ -2,9 +2,11 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // decodePackage is json.Unmarshal(data, e) for the one type hookd decodes
@@ -73,7 +75,15 @@ func (d *decoder) syntaxError() error {
 func (d *decoder) ws() {
 	for d.pos < len(d.data) {
 		switch d.data[d.pos] {
-		case ' ', '\t', '\n', '\r':
+		case ' ':
+			// Pretty-printed payloads indent with runs of spaces: step over
+			// up to eight at once.
+			if d.pos+8 <= len(d.data) {
+				d.pos += bits.TrailingZeros64(binary.LittleEndian.Uint64(d.data[d.pos:])^(ones*' ')|1<<63) >> 3
+			} else {
+				d.pos++
+			}
+		case '\t', '\n', '\r':
 			d.pos++
 		default:
 			return
@@ -199,7 +209,21 @@ func (d *decoder) key() ([]byte, error) {
 // its own unquoted value.
 func (d *decoder) stringToken() (raw []byte, simple bool, err error) {
 	simple = true
-	for i := d.pos + 1; i < len(d.data); {
+	for i := d.pos + 1; ; {
+		// Step eight plain bytes (ASCII, no control character, quote or
+		// backslash) at a time, then to the first byte that is not.
+		for i+8 <= len(d.data) {
+			m := specialMask(binary.LittleEndian.Uint64(d.data[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+			break
+		}
+		if i >= len(d.data) {
+			break
+		}
 		switch c := d.data[i]; {
 		case c == '"':
 			raw = d.data[d.pos+1 : i]
@@ -236,6 +260,19 @@ func (d *decoder) stringToken() (raw []byte, simple bool, err error) {
 	}
 	d.pos = len(d.data)
 	return nil, false, d.syntaxError()
+}
+
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// specialMask returns, for the eight bytes of x (little endian), a mask
+// whose lowest set bit is the high bit of the first byte that is a quote, a
+// backslash, a control character or not ASCII; 0 when there is none. These
+// are the "has zero byte" and "has byte less than n" bit tricks: they can
+// flag bytes above the first true hit, never below it.
+func specialMask(x uint64) uint64 {
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	return ((quote-ones)&^quote | (backslash-ones)&^backslash | (x-ones*0x20)&^x | x) & highs
 }
 
 func (d *decoder) literal(lit string) error {

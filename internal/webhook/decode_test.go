@@ -1,7 +1,10 @@
 package webhook
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -52,6 +55,61 @@ func TestDecodePackageMatchesEncodingJSON(t *testing.T) {
 		}
 		if errRef == nil && !reflect.DeepEqual(fast, ref) {
 			t.Errorf("decodePackage(%q) = %+v, json.Unmarshal = %+v", name, fast, ref)
+		}
+	}
+}
+
+// TestSpecialMask checks the eight-byte test against the byte-wise rule,
+// for every byte value in every position and for random words.
+func TestSpecialMask(t *testing.T) {
+	isSpecial := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	check := func(w [8]byte) {
+		t.Helper()
+		want := 8
+		for i, c := range w {
+			if isSpecial(c) {
+				want = i
+				break
+			}
+		}
+		m := specialMask(binary.LittleEndian.Uint64(w[:]))
+		if got := bits.TrailingZeros64(m) >> 3; got != want {
+			t.Fatalf("first special byte of %q by specialMask = %d, want %d", w, got, want)
+		}
+	}
+	for pos := range 8 {
+		for c := range 256 {
+			w := [8]byte{'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'}
+			w[pos] = byte(c)
+			check(w)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var w [8]byte
+		for i := range w {
+			// Mostly printable ASCII, to reach words with one special byte.
+			if rng.IntN(4) == 0 {
+				w[i] = byte(rng.IntN(256))
+			} else {
+				w[i] = byte(0x20 + rng.IntN(0x60))
+			}
+		}
+		check(w)
+	}
+}
+
+// TestSkipSpaces checks the space runs the decoder steps over.
+func TestSkipSpaces(t *testing.T) {
+	for n := range 40 {
+		for _, tail := range []string{"x", "\n x", "\t"} {
+			in := strings.Repeat(" ", n) + tail
+			d := decoder{data: []byte(in)}
+			d.ws()
+			want := len(in) - len(strings.TrimLeft(in, " \t\n\r"))
+			if d.pos != want {
+				t.Errorf("ws() over %q stopped at %d, want %d", in, d.pos, want)
+			}
 		}
 	}
 }

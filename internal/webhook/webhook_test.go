@@ -865,3 +865,38 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestBodyBufferReuse checks that recycled body buffers carry nothing from
+// one delivery into the next, whether or not the length is announced.
+func TestBodyBufferReuse(t *testing.T) {
+	real := readFixture(t, realFixture)
+	other := edit(t, real, `"name": "www",
+    "namespace"`, `"name": "w2",
+    "namespace"`, `"package_url": "ghcr.io/theryangeary/www:0e2a89b"`, `"package_url": "ghcr.io/theryangeary/w2:0e2a89b"`)
+	e := newEnv(t, Config{}, "www")
+	steps := []struct {
+		event, body string
+		wantCode    int
+		wantImage   string
+	}{
+		{"package", string(real), 202, "ghcr.io/theryangeary/www:0e2a89b"},
+		{"ping", string(readFixture(t, "ping.with-organization.json")), 200, ""},
+		{"package", `{"action":"published"}`, 400, ""},
+		{"package", string(other), 202, "ghcr.io/theryangeary/w2:0e2a89b"},
+		{"package", string(real[:len(real)-1]), 400, ""},
+		{"package", string(real), 202, "ghcr.io/theryangeary/www:0e2a89b"},
+	}
+	for i, s := range steps {
+		for _, unknownLen := range []bool{false, true} {
+			r := newRequest(hook{event: s.event, id: fmt.Sprintf("reuse-%d-%v", i, unknownLen), body: []byte(s.body), secret: newSecret})
+			if unknownLen {
+				r.ContentLength = -1
+			}
+			rec := httptest.NewRecorder()
+			e.h.ServeHTTP(rec, r)
+			if rec.Code != s.wantCode || s.wantImage != "" && !strings.Contains(rec.Body.String(), `"image":"`+s.wantImage+`"`) {
+				t.Errorf("step %d (unknown length %v): %d %s, want %d image %q", i, unknownLen, rec.Code, rec.Body, s.wantCode, s.wantImage)
+			}
+		}
+	}
+}
