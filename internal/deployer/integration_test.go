@@ -148,7 +148,7 @@ func deployOne(ctx context.Context, t *testing.T, d *Deployer, req Request) Job 
 	return j
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

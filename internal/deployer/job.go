@@ -26,6 +26,7 @@ type outcome struct {
 	abandoned bool
 	newImage  *image.InspectResponse
 	oldImage  string
+	healthyAt time.Time // when the replacement passed its gate
 }
 
 // runJob runs one job and records its result.
@@ -72,11 +73,15 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	case StatusSucceeded:
 		now := time.Now()
 		m.LastSuccessfulDeploy.WithLabelValues(j.Target).Set(float64(now.Unix()))
-		if !j.Request.ReceivedAt.IsZero() {
-			m.DeployLeadTime.WithLabelValues(string(j.Request.Trigger)).Observe(now.Sub(j.Request.ReceivedAt).Seconds())
+		healthy := out.healthyAt
+		if healthy.IsZero() {
+			healthy = now
+		}
+		if !j.Request.ReceivedAt.IsZero() && healthy.After(j.Request.ReceivedAt) {
+			m.DeployLeadTime.WithLabelValues(string(j.Request.Trigger)).Observe(healthy.Sub(j.Request.ReceivedAt).Seconds())
 		}
 		if out.newImage != nil {
-			if age, ok := imageAge(out.newImage.Created, now); ok {
+			if age, ok := imageAge(out.newImage.Created, healthy); ok {
 				m.ImageAgeAtDeploy.Observe(age.Seconds())
 			}
 		}

@@ -1,11 +1,16 @@
 package deployer
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -272,4 +277,57 @@ func TestMemStateBoundsHistory(t *testing.T) {
 	if len(limited) != 1 || limited[0].ID != "f" {
 		t.Errorf("Jobs(limit 1) = %v, want [f]", limited)
 	}
+}
+
+func TestRunRetriesWhileDockerIsUnreachable(t *testing.T) {
+	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+t.TempDir()+"/no-docker.sock"), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var logs syncBuffer
+	d := New(cli, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+
+	time.Sleep(1200 * time.Millisecond) // two backoff steps: 0.5s, 1s
+	if err := d.Ready(context.Background()); err == nil {
+		t.Errorf("Ready() = nil with no engine, want an error")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run() returned %v while the engine is unreachable, want it to keep retrying", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run() = %v after cancel, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run() did not return after cancel")
+	}
+	if n := strings.Count(logs.String(), "docker not ready"); n < 2 || n > 3 {
+		t.Errorf("retry log lines in 1.2s = %d, want 2 or 3 (one per backoff step)", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

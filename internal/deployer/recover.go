@@ -269,6 +269,9 @@ func (d *Deployer) settleJob(ctx context.Context, st Step, dir direction) error 
 	if err := d.state.PutJob(ctx, j); err != nil {
 		return fmt.Errorf("save job %s: %w", j.ID, err)
 	}
+	d.mu.Lock()
+	d.notifyLocked()
+	d.mu.Unlock()
 	d.metrics.Deploys.WithLabelValues(j.Target, string(j.Request.Trigger), string(j.Status)).Inc()
 	if j.Status == StatusRolledBack && j.RollbackReason != "" {
 		d.metrics.Rollbacks.WithLabelValues(j.Target, j.RollbackReason).Inc()

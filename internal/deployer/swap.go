@@ -184,19 +184,20 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 	}
 
 	if v.reason == "" {
+		healthyAt := time.Now()
 		if err := d.journal(sctx, &st, phaseCleanup); err != nil {
 			return undo(err)
 		}
 		if err := d.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
 			// Keep the journal: a restart must finish this swap, not undo it.
 			log.Error("remove old container failed", "container", name+suffixOld, "err", err)
-			return outcome{status: StatusSucceeded}
+			return outcome{status: StatusSucceeded, healthyAt: healthyAt}
 		}
 		if err := d.hook(phaseCleanup); err != nil {
 			return outcome{err: err}
 		}
 		d.deleteStep(sctx, name, log)
-		return outcome{status: StatusSucceeded}
+		return outcome{status: StatusSucceeded, healthyAt: healthyAt}
 	}
 
 	j.RollbackReason, j.RollbackDetail = v.reason, v.detail
