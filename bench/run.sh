@@ -9,13 +9,16 @@
 # zero errors, hookd's peak RSS (VmHWM) <= 30 MiB. Exits 1 if one is missed.
 #
 # Settings (environment): BENCH_DURATION (10s), BENCH_CONNECTIONS ("16 64"),
-# BENCH_THREADS (wrk threads, 2).
+# BENCH_THREADS (wrk threads, 2), BENCH_ROUNDS (1; with more, every pair is
+# run again and the median of each is reported, which helps on a machine
+# others are using).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=${BENCH_DURATION:-10s}
 connections=${BENCH_CONNECTIONS:-"16 64"}
 threads=${BENCH_THREADS:-2}
+rounds=${BENCH_ROUNDS:-1}
 payload=internal/webhook/testdata/package.published.container.real.json
 
 command -v wrk >/dev/null || { echo "run.sh: wrk not found (apt-get install wrk)" >&2; exit 2; }
@@ -61,19 +64,38 @@ for mode in bare hookd; do
 	[ "$code" = 202 ] || { echo "run.sh: $mode answered $code to a signed delivery, want 202" >&2; exit 1; }
 done
 
-declare -A rps p99 errs
-for c in $connections; do
-	for mode in bare hookd; do
-		var=addr_$mode
-		echo "== $mode, $c connections, $duration: wrk -t$threads -c$c -d$duration --latency -s bench/post.lua http://${!var}/hooks/github"
-		BENCH_PAYLOAD=$payload BENCH_SIGNATURE=$signature BENCH_RUN="$mode-$c" \
-			wrk -t"$threads" -c"$c" -d"$duration" --latency -s bench/post.lua "http://${!var}/hooks/github" | tee "$tmp/wrk.out"
-		line=$(grep '^RESULT' "$tmp/wrk.out")
-		get() { sed -E "s/.* $1=([0-9.]+).*/\1/" <<<"$line"; }
-		rps[$mode-$c]=$(get rps)
-		p99[$mode-$c]=$(get p99_us)
-		errs[$mode-$c]=$(($(get errors_connect) + $(get errors_read) + $(get errors_write) + $(get errors_status) + $(get errors_timeout)))
+# median of the arguments
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+
+# cpu PID: the process's user+system CPU time so far, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tck=$(getconf CLK_TCK)
+
+declare -A rps_all p99_all rps p99 errs cpu_ticks requests
+for round in $(seq "$rounds"); do
+	for c in $connections; do
+		for mode in bare hookd; do
+			var=addr_$mode
+			pid=pid_$mode
+			before=$(cpu "${!pid}")
+			echo "== round $round, $mode, $c connections, $duration: wrk -t$threads -c$c -d$duration --latency -s bench/post.lua http://${!var}/hooks/github"
+			BENCH_PAYLOAD=$payload BENCH_SIGNATURE=$signature BENCH_RUN="$mode-$c-$round" \
+				wrk -t"$threads" -c"$c" -d"$duration" --latency -s bench/post.lua "http://${!var}/hooks/github" | tee "$tmp/wrk.out"
+			line=$(grep '^RESULT' "$tmp/wrk.out")
+			get() { sed -E "s/.* $1=([0-9.]+).*/\1/" <<<"$line"; }
+			cpu_ticks[$mode-$c]=$((${cpu_ticks[$mode-$c]:-0} + $(cpu "${!pid}") - before))
+			requests[$mode-$c]=$((${requests[$mode-$c]:-0} + $(get requests)))
+			rps_all[$mode-$c]+=" $(get rps)"
+			p99_all[$mode-$c]+=" $(get p99_us)"
+			errs[$mode-$c]=$((${errs[$mode-$c]:-0} + $(get errors_connect) + $(get errors_read) + $(get errors_write) + $(get errors_status) + $(get errors_timeout)))
+		done
 	done
+done
+for key in "${!rps_all[@]}"; do
+	# shellcheck disable=SC2086 # word splitting wanted
+	rps[$key]=$(median ${rps_all[$key]})
+	# shellcheck disable=SC2086
+	p99[$key]=$(median ${p99_all[$key]})
 done
 
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; } # KiB
@@ -81,10 +103,12 @@ hwm_hookd=$(hwm "$pid_hookd")
 hwm_bare=$(hwm "$pid_bare")
 
 echo
-printf '%-6s %5s %10s %10s %7s\n' server conns 'req/s' 'p99 (ms)' errors
+[ "$rounds" = 1 ] || echo "medians of $rounds rounds (errors summed)"
+printf '%-6s %5s %10s %10s %7s %16s\n' server conns 'req/s' 'p99 (ms)' errors 'server CPU/req'
 for c in $connections; do
 	for mode in bare hookd; do
-		printf '%-6s %5s %10s %10.2f %7s\n' "$mode" "$c" "${rps[$mode-$c]}" "$(awk "BEGIN{print ${p99[$mode-$c]}/1000}")" "${errs[$mode-$c]}"
+		printf '%-6s %5s %10s %10.2f %7s %13.1f µs\n' "$mode" "$c" "${rps[$mode-$c]}" "$(awk "BEGIN{print ${p99[$mode-$c]}/1000}")" "${errs[$mode-$c]}" \
+			"$(awk "BEGIN{print ${cpu_ticks[$mode-$c]} / $tck * 1e6 / ${requests[$mode-$c]}}")"
 	done
 done
 printf 'peak RSS (VmHWM): hookd %.1f MiB, bare %.1f MiB\n' "$(awk "BEGIN{print $hwm_hookd/1024}")" "$(awk "BEGIN{print $hwm_bare/1024}")"

@@ -272,7 +272,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, outcome = writeError(w, err)
 		d.attrs = append(d.attrs, slog.String("err", err.Error()))
 		switch {
-		case status >= 500:
+		case status >= 500 && status != http.StatusServiceUnavailable:
 			d.level = slog.LevelError
 		case outcome == metrics.OutcomeInvalidSignature:
 			d.attrs = append(d.attrs, slog.String("remote_addr", r.RemoteAddr))
