@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/and3rn3t/hookd/internal/dockertest"
+)
+
+const testSecret = "run-test-secret-0123456789"
+
+// daemon is a hookd started through run() in this process.
+type daemon struct {
+	url  string
+	logs *lockedBuffer
+	stop context.CancelFunc
+	done chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startDaemon runs hookd with env (plus a listen address, a state dir and
+// the test secret unless env sets them) and waits for /healthz.
+func startDaemon(ctx context.Context, t *testing.T, env map[string]string) *daemon {
+	t.Helper()
+	full := map[string]string{
+		"HOOKD_LISTEN":         freeAddr(t),
+		"HOOKD_STATE_DIR":      t.TempDir(),
+		"HOOKD_WEBHOOK_SECRET": testSecret,
+		"HOOKD_POLL_INTERVAL":  "0",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	d := &daemon{url: "http://" + full["HOOKD_LISTEN"], logs: &lockedBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		d.done <- run(ctx, nil, func(k string) string { return full[k] }, strings.NewReader(""), io.Discard, d.logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("run() did not return within 30s of cancel")
+		}
+		if t.Failed() {
+			t.Logf("hookd log:\n%s", d.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(d.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		select {
+		case err := <-d.done:
+			t.Fatalf("run() returned before serving: %v\n%s", err, d.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz did not answer within 20s: %v\n%s", err, d.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// deliver POSTs a signed GitHub delivery and decodes the JSON answer.
+func (d *daemon) deliver(t *testing.T, event, id string, body []byte) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, d.url+"/hooks/github", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := hmac.New(sha256.New, []byte(testSecret))
+	mac.Write(body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", id)
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /hooks/github: %v", err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("POST /hooks/github: status %d, undecodable answer: %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode, out
+}
+
+// packageEvent returns the real captured container package delivery,
+// rewritten to name owner/name:tag.
+func packageEvent(t *testing.T, host, owner, name, tag, digest string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "internal", "webhook", "testdata", "package.published.container.real.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	pkg := doc["package"].(map[string]any)
+	pkg["namespace"] = owner
+	pkg["name"] = name
+	pkg["owner"].(map[string]any)["login"] = owner
+	pv := pkg["package_version"].(map[string]any)
+	pv["version"] = digest
+	pv["name"] = digest
+	pv["package_url"] = fmt.Sprintf("%s/%s/%s:%s", host, owner, name, tag)
+	cm := pv["container_metadata"].(map[string]any)
+	cm["tag"].(map[string]any)["name"] = tag
+	cm["tag"].(map[string]any)["digest"] = digest
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestRunServesAndShutsDownCleanly(t *testing.T) {
+	ctx := context.Background()
+	d := startDaemon(ctx, t, map[string]string{"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+
+	ping, err := os.ReadFile(filepath.Join("..", "..", "internal", "webhook", "testdata", "ping.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out := d.deliver(t, "ping", "ping-1", ping); code != http.StatusOK {
+		t.Errorf("ping answered %d %v, want 200", code, out)
+	}
+	body := packageEvent(t, "ghcr.io", "nobody", "nothing", "latest", "sha256:"+strings.Repeat("a", 64))
+	code, out := d.deliver(t, "package", "delivery-1", body)
+	if code != http.StatusAccepted {
+		t.Errorf("package delivery answered %d %v, want 202", code, out)
+	}
+	if code, out := d.deliver(t, "package", "delivery-1", body); code != http.StatusOK || out["status"] != "duplicate" {
+		t.Errorf("redelivery answered %d %v, want 200 duplicate", code, out)
+	}
+
+	// Docker cannot be reached: alive, but not ready.
+	resp, err := http.Get(d.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz without Docker = %d, want 503", resp.StatusCode)
+	}
+	resp, err = http.Get(d.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metricsText), `hookd_webhook_deliveries_total{event="package",outcome="duplicate"} 1`) {
+		t.Errorf("/metrics lacks the duplicate delivery:\n%s", metricsText)
+	}
+
+	d.stop()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("run() = %v after cancel, want nil", err)
+		}
+		d.done <- err // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("run() did not return within 30s of cancel")
+	}
+	if _, err := http.Get(d.url + "/healthz"); err == nil {
+		t.Error("hookd still answers after run() returned")
+	}
+}
+
+func TestRunRefusesToStartWithoutSecret(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), nil, func(string) string { return "" }, strings.NewReader(""), io.Discard, &stderr)
+	var cfgErr *configError
+	if !errors.As(err, &cfgErr) || !strings.Contains(err.Error(), "webhook_secret") {
+		t.Fatalf("run() without secret = %v, want a configuration error naming webhook_secret", err)
+	}
+}
+
+func TestRunStateFileLocked(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(context.Background(), t, map[string]string{"HOOKD_STATE_DIR": dir, "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+	_ = d
+	env := map[string]string{
+		"HOOKD_LISTEN": freeAddr(t), "HOOKD_STATE_DIR": dir, "HOOKD_WEBHOOK_SECRET": testSecret,
+	}
+	err := run(context.Background(), nil, func(k string) string { return env[k] }, strings.NewReader(""), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "hookd.db")) || !strings.Contains(err.Error(), "locked") {
+		t.Errorf("second hookd on one state dir: run() = %v, want an error naming the locked file", err)
+	}
+}
+
+// TestRunDeploysOnSignedDelivery is the whole path with real parts: a signed
+// package delivery reaches the real deployer, which pulls v2 from a real
+// registry and replaces the labelled container on a real engine.
+func TestRunDeploysOnSignedDelivery(t *testing.T) {
+	ctx := context.Background()
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const owner, name = "octo", "web"
+	repo := owner + "/" + name
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	_, cname := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image:  reg.Ref(repo, "latest"),
+		Name:   "hookd-run",
+		Labels: map[string]string{"hookd.enable": "true"},
+		Ports:  map[string]string{"8080/tcp": ""},
+	})
+	d := startDaemon(ctx, t, map[string]string{
+		"HOOKD_REGISTRY_HOST":  reg.Host,
+		"HOOKD_HEALTH_TIMEOUT": "30s",
+		"HOOKD_SETTLE_TIME":    "1s",
+	})
+	waitReady(t, d)
+
+	digest := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	code, out := d.deliver(t, "package", "deploy-1", packageEvent(t, reg.Host, owner, name, "latest", digest))
+	if code != http.StatusAccepted {
+		t.Fatalf("delivery answered %d %v, want 202", code, out)
+	}
+	if !strings.Contains(fmt.Sprint(out["targets"]), cname) {
+		t.Errorf("delivery answer %v does not name target %s", out, cname)
+	}
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		addr := dockertest.HostPort(ctx, t, cli, cname)
+		v, err := dockertest.Version(ctx, addr)
+		if err == nil && v == "v2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s answers %q (%v) 60s after the delivery, want v2", cname, v, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func waitReady(t *testing.T, d *daemon) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(d.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not ready within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
