@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -221,5 +222,31 @@ func TestUnknownFlagIsUsageError(t *testing.T) {
 	_, err := loadConfig([]string{"--lisen", ":1"}, env(nil), &bytes.Buffer{})
 	if code := exitCode(err, &bytes.Buffer{}); code != 2 {
 		t.Errorf("exitCode(unknown flag) = %d, want 2 (err %v)", code, err)
+	}
+}
+
+// TestExampleConfigLoads keeps deploy/hookd.example.yaml loadable by the
+// real loader and complete: it mentions every key hookd knows.
+func TestExampleConfigLoads(t *testing.T) {
+	path := filepath.Join("..", "..", "deploy", "hookd.example.yaml")
+	c, err := loadConfig([]string{"--config", path}, env(map[string]string{"HOOKD_WEBHOOK_SECRET": "0123456789"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("loadConfig(%s) error = %v", path, err)
+	}
+	defaults, err := loadConfig(nil, env(map[string]string{"HOOKD_WEBHOOK_SECRET": "0123456789"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, defaults) {
+		t.Errorf("example config = %+v, want the defaults it documents %+v", c, defaults)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(string(raw), s.key+":") {
+			t.Errorf("%s does not document %s", path, s.key)
+		}
 	}
 }
