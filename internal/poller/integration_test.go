@@ -1,0 +1,235 @@
+package poller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/and3rn3t/hookd/internal/deployer"
+	"github.com/and3rn3t/hookd/internal/dockertest"
+	"github.com/and3rn3t/hookd/internal/metrics"
+	"github.com/and3rn3t/hookd/internal/registry"
+)
+
+// Integration: a real engine, the rig's registry behind a GHCR-style bearer
+// token challenge, the real registry client and the real deployer.
+
+type staticKeychain struct{ user, pass string }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return &authn.Basic{Username: k.user, Password: k.pass}, nil
+}
+
+// recordingSubmitter forwards to the deployer and records what it was given.
+type recordingSubmitter struct {
+	next Submitter
+	mu   sync.Mutex
+	reqs []deployer.Request
+	at   []time.Time
+}
+
+func (s *recordingSubmitter) Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error) {
+	s.mu.Lock()
+	s.reqs = append(s.reqs, req)
+	s.at = append(s.at, time.Now())
+	s.mu.Unlock()
+	return s.next.Submit(ctx, req)
+}
+
+func (s *recordingSubmitter) requests() ([]deployer.Request, []time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]deployer.Request(nil), s.reqs...), append([]time.Time(nil), s.at...)
+}
+
+// start runs f(ctx) in a goroutine; the returned stop cancels it and waits.
+func start(t *testing.T, what string, f func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("%s Run() = %v, want nil after cancel", what, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, desc := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, desc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t, dockertest.WithBearerAuth("bot", "right"))
+	kc := staticKeychain{"bot", "right"}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	const repo = "hookd/app"
+
+	reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "polled",
+		Labels:       map[string]string{deployer.LabelEnable: "true"},
+		RegistryAuth: reg.RegistryAuth("bot", "right"),
+		Ports:        map[string]string{dockertest.AppPort: ""},
+	})
+
+	d := deployer.New(cli, deployer.Config{
+		LabelFilter:   dockertest.LabelKey + "=" + dockertest.LabelValue(t),
+		HealthTimeout: 15 * time.Second,
+		SettleTime:    time.Second,
+		Keychain:      kc,
+		Logger:        log.With("component", "deployer"),
+	})
+	start(t, "deployer", d.Run)
+	waitUntil(t, 30*time.Second, "target "+name, func() (bool, string) {
+		for _, tg := range d.Targets() {
+			if tg.Name == name && tg.Digest != "" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("targets = %+v", d.Targets())
+	})
+
+	rc := registry.New(registry.Config{
+		Keychain: kc,
+		Platform: v1.Platform{OS: "linux", Architecture: dockertest.EngineArch()},
+		Logger:   log.With("component", "registry"),
+	})
+
+	// Part 1: a new image, no webhook: the poll finds and deploys it.
+	const interval = 2 * time.Second
+	m1 := metrics.Discard()
+	sub := &recordingSubmitter{next: d}
+	p := New(Config{Interval: interval, Metrics: m1, Logger: log.With("component", "poller")}, d, sub, rc)
+	stop := start(t, "poller", p.Run)
+	waitUntil(t, 10*time.Second, "the catch-up check", func() (bool, string) {
+		n := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollUnchanged))
+		return n >= 1, fmt.Sprintf("unchanged checks = %v", n)
+	})
+
+	pushed := time.Now()
+	v2 := reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	waitUntil(t, 2*interval, "a poll request", func() (bool, string) {
+		reqs, _ := sub.requests()
+		return len(reqs) > 0, "none yet"
+	})
+	reqs, at := sub.requests()
+	if len(reqs) != 1 || reqs[0].Trigger != deployer.TriggerPoll || reqs[0].Digest != v2 || reqs[0].Target != name {
+		t.Fatalf("requests = %+v, want one poll request for %s with %s", reqs, name, v2)
+	}
+	if lag, limit := at[0].Sub(pushed), interval+interval/10+500*time.Millisecond; lag > limit {
+		t.Errorf("new digest found %v after the push, want within one interval (%v)", lag, limit)
+	}
+	waitUntil(t, 60*time.Second, "the container to answer v2", func() (bool, string) {
+		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
+		return err == nil && v == "v2", fmt.Sprintf("answers %q, %v", v, err)
+	})
+	t.Logf("v2 answered %v after the push (poll interval %v)", time.Since(pushed).Round(time.Millisecond), interval)
+	jobs, err := d.Jobs(ctx, deployer.JobFilter{Target: name})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("jobs = %+v, %v, want one", jobs, err)
+	}
+	j, err := d.WaitJob(ctx, jobs[0].ID)
+	if err != nil || j.Status != deployer.StatusSucceeded || j.Request.Trigger != deployer.TriggerPoll {
+		t.Fatalf("job = %+v, %v, want a succeeded poll job", j, err)
+	}
+	if got := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollChanged)); got != 1 {
+		t.Errorf("changed checks = %v, want 1", got)
+	}
+	stop()
+
+	// Part 2: 1,000 checks of the unchanged multi-arch tag: HEADs only, no
+	// pull, no deploy.
+	var newID string
+	waitUntil(t, 30*time.Second, "the target to report the new digest", func() (bool, string) {
+		for _, tg := range d.Targets() {
+			if tg.Name == name {
+				newID = tg.ID
+				return tg.Digest == v2, fmt.Sprintf("digest %s", tg.Digest)
+			}
+		}
+		return false, "target gone"
+	})
+	if newID == id {
+		t.Fatalf("container id unchanged after the deploy")
+	}
+	reg.ResetRequests()
+	m2 := metrics.Discard()
+	sub2 := &recordingSubmitter{next: d}
+	p2 := New(Config{Interval: 5 * time.Millisecond, Jitter: -1, Metrics: m2, Logger: log.With("component", "poller")}, d, sub2, rc)
+	stop2 := start(t, "poller", p2.Run)
+	began := time.Now()
+	checks := func() float64 {
+		return testutil.ToFloat64(m2.PollChecks.WithLabelValues(metrics.PollUnchanged))
+	}
+	waitUntil(t, 90*time.Second, "1,000 checks", func() (bool, string) {
+		return checks() >= 1000, fmt.Sprintf("%v checks", checks())
+	})
+	stop2()
+	n := int(checks())
+	for _, o := range []string{metrics.PollChanged, metrics.PollError, metrics.PollRateLimited} {
+		if got := testutil.ToFloat64(m2.PollChecks.WithLabelValues(o)); got != 0 {
+			t.Errorf("%s checks = %v, want 0", o, got)
+		}
+	}
+	if reqs, _ := sub2.requests(); len(reqs) != 0 {
+		t.Errorf("requests during %d unchanged checks = %+v, want none", n, reqs)
+	}
+
+	heads, other := 0, map[string]int{}
+	for _, r := range reg.Requests() {
+		switch {
+		case r.Method == "HEAD" && r.Path == "/v2/"+repo+"/manifests/latest" && r.Status == 200:
+			heads++
+		case r.Path == "/token", r.Path == "/v2/" && r.Method == "GET":
+			other[r.Method+" "+r.Path]++ // the token flow
+		default:
+			other[fmt.Sprintf("%s %s -> %d", r.Method, r.Path, r.Status)]++
+		}
+	}
+	t.Logf("%d checks in %v: %d HEAD requests, other requests %v", n, time.Since(began).Round(time.Millisecond), heads, other)
+	if heads != n {
+		t.Errorf("HEAD manifest requests = %d, want one per check (%d)", heads, n)
+	}
+	for k := range other {
+		if !strings.HasSuffix(k, " /token") && k != "GET /v2/" {
+			t.Errorf("registry saw %q (%d times) during unchanged checks, want only HEADs of the manifest and token requests", k, other[k])
+		}
+	}
+	if got, err := d.Jobs(ctx, deployer.JobFilter{Target: name}); err != nil || len(got) != 1 {
+		t.Errorf("jobs after the unchanged checks = %d (%v), want still 1", len(got), err)
+	}
+	for _, tg := range d.Targets() {
+		if tg.Name == name && tg.ID != newID {
+			t.Errorf("container replaced during unchanged checks: %s, want %s", tg.ID, newID)
+		}
+	}
+}
