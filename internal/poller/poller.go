@@ -115,7 +115,7 @@ type Poller struct {
 	entries     map[string]*entry    // by target name
 	memory      map[string]*memory   // by target name + "|" + repo:tag; survives a target vanishing
 	refs        map[string]*refState // by repo:tag
-	platforms   map[string]string    // repo:tag@digest → config digest
+	platforms   map[string]platform  // by repo:tag@digest
 	lastRefresh time.Time            // zero until the first refresh
 }
 
@@ -134,6 +134,13 @@ type memory struct {
 	loaded    bool
 	good      string // digest last judged to be what the target runs
 	attempted string // digest last submitted by poll
+}
+
+// platform is what a digest resolved to for this host. Both outcomes are
+// permanent: a digest's content never changes.
+type platform struct {
+	config string
+	err    error // wraps registry.ErrNoPlatform
 }
 
 // refState is shared by the targets following one repo:tag.
@@ -179,7 +186,7 @@ func New(cfg Config, targets TargetSource, submit Submitter, reg Registry) *Poll
 		entries:   make(map[string]*entry),
 		memory:    make(map[string]*memory),
 		refs:      make(map[string]*refState),
-		platforms: make(map[string]string),
+		platforms: make(map[string]platform),
 	}
 }
 
@@ -222,6 +229,11 @@ func (p *Poller) Submit(ctx context.Context, req deployer.Request) ([]deployer.J
 	if req.Trigger != deployer.TriggerWebhook || p.interval <= 0 {
 		return p.submit.Submit(ctx, req)
 	}
+	// Match the way the deployer does: normalised repository, default tag.
+	var repo string
+	if r, err := deployer.ParseRef(req.Repository); err == nil && req.Repository != "" {
+		repo = r.Repository()
+	}
 	tag := req.Tag
 	if tag == "" {
 		tag = deployer.DefaultTag
@@ -231,7 +243,7 @@ func (p *Poller) Submit(ctx context.Context, req deployer.Request) ([]deployer.J
 	p.mu.Lock()
 	pushed := make(map[string]time.Time)
 	for name, e := range p.entries {
-		if req.Repository != "" && e.target.Image == req.Repository && e.target.Tag == tag {
+		if repo != "" && e.target.Image == repo && e.target.Tag == tag {
 			pushed[name] = e.next
 			e.next = next
 		}
@@ -595,12 +607,17 @@ func (p *Poller) judge(ctx context.Context, ref, digest string, t deployer.Targe
 		return metrics.PollUnchanged
 	}
 
-	config, err := p.platform(ctx, ref+"@"+digest)
-	if err != nil {
-		if isRateLimited(err) {
-			log.Debug("platform look-up refused", "err", err)
-			return metrics.PollRateLimited
-		}
+	config, cached, err := p.platform(ctx, ref+"@"+digest)
+	switch {
+	case err == nil:
+	case isRateLimited(err):
+		log.Debug("platform look-up refused", "err", err)
+		return metrics.PollRateLimited
+	case cached:
+		// Reported when it was first seen; it stays so until the tag moves.
+		log.Debug("platform look-up failed", "err", err)
+		return metrics.PollError
+	default:
 		log.Warn("platform look-up failed", "err", err)
 		return metrics.PollError
 	}
@@ -618,25 +635,31 @@ func (p *Poller) judge(ctx context.Context, ref, digest string, t deployer.Targe
 	return metrics.PollChanged
 }
 
-// platform resolves ref@digest to the config digest, remembering it.
-func (p *Poller) platform(ctx context.Context, ref string) (string, error) {
+// platform resolves ref@digest to the config digest of this host's image.
+// Answers that cannot change (the digest's content is fixed) are remembered:
+// the config digest, or that the index has no manifest for this platform;
+// cached reports whether the answer came from memory.
+func (p *Poller) platform(ctx context.Context, ref string) (config string, cached bool, err error) {
 	p.mu.Lock()
-	config, ok := p.platforms[ref]
+	pl, ok := p.platforms[ref]
 	p.mu.Unlock()
 	if ok {
-		return config, nil
+		return pl.config, true, pl.err
 	}
-	_, config, err := p.reg.Platform(ctx, ref)
+	_, config, err = p.reg.Platform(ctx, ref)
 	if err != nil {
-		return "", fmt.Errorf("resolve platform of %s: %w", ref, err)
+		err = fmt.Errorf("resolve platform of %s: %w", ref, err)
+		if !errors.Is(err, registry.ErrNoPlatform) {
+			return "", false, err
+		}
 	}
 	p.mu.Lock()
 	if len(p.platforms) >= platformCacheSize {
 		clear(p.platforms)
 	}
-	p.platforms[ref] = config
+	p.platforms[ref] = platform{config: config, err: err}
 	p.mu.Unlock()
-	return config, nil
+	return config, false, err
 }
 
 // deploy submits the new digest for one target and remembers it, so that

@@ -101,12 +101,13 @@ func (f *fakeSubmitter) requests() []deployer.Request {
 // fakeRegistry serves digests per "repo:tag" and config digests per
 // "repo:tag@digest", and counts the calls.
 type fakeRegistry struct {
-	mu        sync.Mutex
-	tags      map[string]string
-	configs   map[string]string
-	headErr   error
-	heads     map[string]int
-	platforms int
+	mu          sync.Mutex
+	tags        map[string]string
+	configs     map[string]string
+	headErr     error
+	platformErr error
+	heads       map[string]int
+	platforms   int
 }
 
 func newFakeRegistry() *fakeRegistry {
@@ -131,6 +132,9 @@ func (f *fakeRegistry) Platform(_ context.Context, ref string) (string, string, 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.platforms++
+	if f.platformErr != nil {
+		return "", "", f.platformErr
+	}
 	c, ok := f.configs[ref]
 	if !ok {
 		return "", "", fmt.Errorf("resolve %s: %w", ref, registry.ErrNotFound)
@@ -568,6 +572,7 @@ func TestSubmitPushBack(t *testing.T) {
 		pushed bool
 	}{
 		{"repo and tag", deployer.Request{Repository: repoApp, Tag: "latest", Trigger: deployer.TriggerWebhook}, nil, true},
+		{"not normalised", deployer.Request{Repository: "GHCR.io/O/App", Tag: "latest", Trigger: deployer.TriggerWebhook}, nil, true},
 		{"empty tag means latest", deployer.Request{Repository: repoApp, Trigger: deployer.TriggerWebhook}, nil, true},
 		{"job's target", deployer.Request{Target: "app", Trigger: deployer.TriggerWebhook}, nil, true},
 		{"other tag", deployer.Request{Repository: repoApp, Tag: "sha-1a2b3c", Trigger: deployer.TriggerWebhook}, nil, false},
@@ -664,6 +669,29 @@ func TestErrorsWarnOncePerStep(t *testing.T) {
 	r.advance(70*time.Second, 10*time.Second)
 	if !strings.Contains(r.logs.String(), "works again") {
 		t.Errorf("log does not report the recovery:\n%s", r.logs)
+	}
+}
+
+func TestNoPlatformWarnsOnce(t *testing.T) {
+	r := newRig(t, Config{}, target("app", repoApp, digestA, imageA))
+	r.reg.set(refApp, digestB, imageB)
+	r.reg.mu.Lock()
+	delete(r.reg.configs, refApp+"@"+digestB)
+	r.reg.platformErr = fmt.Errorf("resolve: %w", registry.ErrNoPlatform)
+	r.reg.mu.Unlock()
+
+	r.advance(10*time.Minute, 10*time.Second)
+	if got := r.checks(metrics.PollError); got < 9 {
+		t.Errorf("error checks = %d, want one per check (about 10)", got)
+	}
+	if got := r.reg.platformCount(); got != 1 {
+		t.Errorf("platform look-ups = %d, want 1: the answer for a digest cannot change", got)
+	}
+	if got := strings.Count(r.logs.String(), "level=WARN"); got != 1 {
+		t.Errorf("warnings = %d, want 1\n%s", got, r.logs)
+	}
+	if got := r.submit.requests(); len(got) != 0 {
+		t.Errorf("requests = %v, want none for an image without this platform", got)
 	}
 }
 
