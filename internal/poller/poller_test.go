@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/registry"
+	"github.com/and3rn3t/hookd/internal/store"
 )
 
 const (
@@ -428,18 +430,41 @@ func TestAttestationOnlyRebuild(t *testing.T) {
 }
 
 func TestAttemptedDigestSurvivesRestart(t *testing.T) {
-	store := &memStore{}
-	r := newRig(t, Config{Digests: store}, target("app", repoApp, digestA, imageA))
+	// The real bbolt store, closed and reopened like a restarted hookd.
+	path := filepath.Join(t.TempDir(), "hookd.db")
+	open := func() *store.Store {
+		t.Helper()
+		s, err := store.Open(path, store.Options{})
+		if err != nil {
+			t.Fatalf("store.Open: %v", err)
+		}
+		return s
+	}
+	st := open()
+	r := newRig(t, Config{Digests: st}, target("app", repoApp, digestA, imageA))
 	r.reg.set(refApp, digestB, imageB)
 	r.round()
 	if got := len(r.submit.requests()); got != 1 {
 		t.Fatalf("requests = %d, want 1", got)
 	}
-	r2 := newRig(t, Config{Digests: store}, target("app", repoApp, digestA, imageA))
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st = open()
+	t.Cleanup(func() { _ = st.Close() })
+	r2 := newRig(t, Config{Digests: st}, target("app", repoApp, digestA, imageA))
 	r2.reg.set(refApp, digestB, imageB)
 	r2.round()
 	if got := r2.submit.requests(); len(got) != 0 {
 		t.Errorf("requests after a restart = %v, want none for the digest already tried", got)
+	}
+	// Another target is not affected by what app tried.
+	r3 := newRig(t, Config{Digests: st}, target("web", repoApp, digestA, imageA))
+	r3.reg.set(refApp, digestB, imageB)
+	r3.round()
+	if got := len(r3.submit.requests()); got != 1 {
+		t.Errorf("requests for another target = %d, want 1", got)
 	}
 }
 
@@ -851,3 +876,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// The real parts satisfy the interfaces declared here.
+var (
+	_ TargetSource = (*deployer.Deployer)(nil)
+	_ Submitter    = (*deployer.Deployer)(nil)
+	_ Registry     = (*registry.Client)(nil)
+	_ DigestStore  = (*store.Store)(nil)
+)
