@@ -24,6 +24,7 @@ import (
 	"github.com/and3rn3t/hookd/internal/api"
 	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
+	"github.com/and3rn3t/hookd/internal/poller"
 	"github.com/and3rn3t/hookd/internal/registry"
 	"github.com/and3rn3t/hookd/internal/store"
 	"github.com/and3rn3t/hookd/internal/webhook"
@@ -119,15 +120,39 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		SelfID:        selfContainerID(),
 	})
 
+	// Webhook requests go through the poller (when polling is on) so that
+	// deliveries naming a target push its next registry check back.
+	var (
+		submitter webhook.Submitter = dep
+		poll      *poller.Poller
+		apiPoller api.Poller // stays a nil interface when polling is off
+	)
+	if cfg.PollInterval > 0 {
+		regClient := registry.New(registry.Config{
+			Keychain: keychain,
+			Metrics:  m,
+			Logger:   logger.With("component", "registry"),
+		})
+		poll = poller.New(poller.Config{
+			Interval: cfg.PollInterval,
+			Metrics:  m,
+			Logger:   logger.With("component", "poller"),
+			Digests:  st,
+		}, dep, dep, regClient)
+		submitter, apiPoller = poll, poll
+	} else {
+		logger.Info("polling off (HOOKD_POLL_INTERVAL=0): only webhooks and the API trigger deploys")
+	}
+
 	hook, err := webhook.NewHandler(webhook.Config{
 		Secrets:      toBytes(cfg.WebhookSecrets),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RegistryHost: cfg.RegistryHost,
-	}, dep, st, m, logger.With("component", "webhook"))
+	}, submitter, st, m, logger.With("component", "webhook"))
 	if err != nil {
 		return err
 	}
-	apiHandler := api.New(api.Config{Tokens: toBytes(cfg.APITokens)}, dep, logger.With("component", "api"))
+	apiHandler := api.New(api.Config{Tokens: toBytes(cfg.APITokens), Poller: apiPoller}, dep, logger.With("component", "api"))
 	if len(cfg.APITokens) == 0 {
 		logger.Warn("api disabled: no HOOKD_API_TOKEN configured; /api/v1 answers 404 and the client verbs cannot be used")
 	}
@@ -160,7 +185,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(servers)+1)
+	errc := make(chan error, len(servers)+2)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -168,6 +193,15 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			errc <- fmt.Errorf("deployer: %w", err)
 		}
 	}()
+	if poll != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := poll.Run(workCtx); err != nil {
+				errc <- fmt.Errorf("poller: %w", err)
+			}
+		}()
+	}
 	for i, srv := range servers {
 		logger.Info("listening", "addr", listeners[i].Addr().String(), "version", version)
 		wg.Add(1)

@@ -303,3 +303,36 @@ func waitReady(t *testing.T, d *daemon) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRunCatchesUpAtStart: an image pushed while hookd was down (the
+// webhook lost) is found by the start-up registry check and deployed.
+func TestRunCatchesUpAtStart(t *testing.T) {
+	ctx := context.Background()
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t, dockertest.WithBearerAuth("", ""))
+	repo := "octo/catchup"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	_, cname := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image:  reg.Ref(repo, "latest"),
+		Name:   "hookd-catchup",
+		Labels: map[string]string{"hookd.enable": "true"},
+		Ports:  map[string]string{"8080/tcp": ""},
+	})
+	reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	startDaemon(ctx, t, map[string]string{
+		"HOOKD_POLL_INTERVAL": "1h",
+		"HOOKD_SETTLE_TIME":   "1s",
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, cname))
+		if err == nil && v == "v2" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s answers %q (%v) 60s after start, want v2 from the catch-up check", cname, v, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
