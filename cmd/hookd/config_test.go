@@ -250,3 +250,18 @@ func TestExampleConfigLoads(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeDocumentsEverySetting keeps the README's configuration table
+// in step with the settings hookd reads.
+func TestReadmeDocumentsEverySetting(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		row := "| `" + s.key + "` | `" + s.env
+		if !strings.Contains(string(raw), row) {
+			t.Errorf("README.md has no configuration row starting %q", row)
+		}
+	}
+}
