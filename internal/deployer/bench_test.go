@@ -113,16 +113,18 @@ func healthyAt(ctx context.Context, b *testing.B, cli *client.Client, name, notI
 	return out
 }
 
-// waitVersion polls addr until it answers want.
-func waitVersion(ctx context.Context, b *testing.B, addr, want string) {
-	b.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+// waitVersion polls addr until it answers want: a container that was just
+// (re)started needs a moment to listen.
+func waitVersion(ctx context.Context, t testing.TB, addr, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if v, err := dockertest.Version(ctx, addr); err == nil && v == want {
+		v, err := dockertest.Version(ctx, addr)
+		if err == nil && v == want {
 			return
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("%s never answered %s", addr, want)
+			t.Fatalf("%s answers %q, %v; want %s", addr, v, err, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

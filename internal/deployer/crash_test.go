@@ -2,6 +2,8 @@ package deployer
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -93,7 +95,9 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			cfg.LabelFilter = dockertest.LabelKey + "=" + dockertest.LabelValue(t)
 			cfg.Keychain = staticKeychain{}
 			// Reconcile alone first, to see what it leaves before any job resumes.
-			if err := New(cli, cfg).reconcile(ctx); err != nil {
+			rcfg := cfg
+			rcfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+			if err := New(cli, rcfg).reconcile(ctx); err != nil {
 				t.Fatalf("reconcile: %v", err)
 			}
 			left := containersNamed(ctx, t, cli, target)
@@ -109,12 +113,12 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			if _, ok := left[target+suffixFailed]; ok != tt.failedKept {
 				t.Errorf("after reconcile, %s exists = %v, want %v", target+suffixFailed, ok, tt.failedKept)
 			}
+			// A container reconcile (re)started needs a moment to listen.
 			addr := dockertest.HostPort(ctx, t, cli, target)
-			if v, err := dockertest.Version(ctx, addr); err != nil {
-				t.Errorf("after reconcile the service does not answer: %v", err)
-			} else if v != "v1" && v != "v2" {
-				t.Errorf("after reconcile the service answers %q, want v1 or v2", v)
-			}
+			waitUntil(ctx, t, 10*time.Second, "service answering after reconcile", func() (bool, string) {
+				v, err := dockertest.Version(ctx, addr)
+				return err == nil && (v == "v1" || v == "v2"), fmt.Sprintf("%q, %v", v, err)
+			})
 			if tt.loseJournal {
 				return
 			}
@@ -132,10 +136,7 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			if tt.unhealthy {
 				want = "v1"
 			}
-			addr = dockertest.HostPort(ctx, t, cli, target)
-			if v, err := dockertest.Version(ctx, addr); err != nil || v != want {
-				t.Errorf("service answers %q, %v, want %s", v, err, want)
-			}
+			waitVersion(ctx, t, dockertest.HostPort(ctx, t, cli, target), want)
 			left = containersNamed(ctx, t, cli, target)
 			if len(left) != 1+boolInt(tt.failedKept) {
 				t.Errorf("containers named %s* = %v, want %s only (plus .hookd-failed after a rollback)", target, keys(left), target)
@@ -149,4 +150,35 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestIntegrationStaleJournalEntry: a journal entry whose containers are
+// long gone (the user recreated the service by hand) must not block deploys.
+func TestIntegrationStaleJournalEntry(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/stale"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	id, target := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "stale", Labels: enabled(nil),
+		Ports: map[string]string{dockertest.AppPort: ""},
+	})
+	state := newMemState(10)
+	gone := strings.Repeat("ab", 32)
+	if err := state.PutStep(ctx, Step{Target: target, JobID: "0000000000000001", Phase: phaseStartNew, OldID: gone, NewID: strings.Repeat("cd", 32)}); err != nil {
+		t.Fatal(err)
+	}
+	d := startDeployer(ctx, t, cli, Config{State: state})
+	if c := inspect(ctx, t, cli, target); c.ID != id || !c.State.Running {
+		t.Fatalf("reconcile touched the running container: %s running %v", shortID(c.ID), c.State.Running)
+	}
+	if steps, _ := state.Steps(ctx); len(steps) != 0 {
+		t.Errorf("journal after reconcile = %+v, want empty", steps)
+	}
+	waitTarget(ctx, t, d.Deployer, target)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	if j := deployOne(ctx, t, d.Deployer, Request{Target: target}); j.Status != StatusSucceeded {
+		t.Errorf("deploy after a stale journal entry = %s %q, want succeeded", j.Status, j.Error)
+	}
 }

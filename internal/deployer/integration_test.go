@@ -482,10 +482,7 @@ func TestIntegrationRollback(t *testing.T) {
 			if !strings.Contains(j.RollbackDetail, tt.detailWant) {
 				t.Errorf("rollback detail = %q, want it to contain %q", j.RollbackDetail, tt.detailWant)
 			}
-			addr := dockertest.HostPort(ctx, t, cli, name)
-			if v, err := dockertest.Version(ctx, addr); err != nil || v != "v2" {
-				t.Errorf("service answers %q, %v, want v2 again", v, err)
-			}
+			waitVersion(ctx, t, dockertest.HostPort(ctx, t, cli, name), "v2")
 			if got := inspect(ctx, t, cli, name).ID; got != oldID {
 				t.Errorf("container under %s = %s, want the old one %s back", name, shortID(got), shortID(oldID))
 			}

@@ -63,6 +63,8 @@ func (d *Deployer) recover(ctx context.Context, name string, st Step) (direction
 	}
 	if cur != nil && !sameID(cur, oldC) && !sameID(cur, newC) {
 		switch {
+		case st.OldID != "" && oldC == nil && newC == nil:
+			return dirNone, nil // the journalled containers are gone; whatever runs now is not ours to judge
 		case st.OldID == "" && oldC != nil && newC == nil:
 			newC = cur // no journal: the old one was moved aside, so this is the new one
 		case st.OldID == "" && oldC == nil:
