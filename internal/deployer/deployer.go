@@ -287,7 +287,11 @@ func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
 			}
 		}
 		if err := d.state.PutJob(ctx, j); err != nil {
-			return jobs, fmt.Errorf("submit %q: persist job: %w", n, err)
+			// Jobs persisted before this one stay queued; a retried
+			// request coalesces into them.
+			d.metrics.QueuePending.Set(float64(len(d.pending)))
+			d.notifyLocked()
+			return nil, fmt.Errorf("submit %q: persist job: %w", n, err)
 		}
 		if d.pending[n] == nil {
 			d.order = append(d.order, n)

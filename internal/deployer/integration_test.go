@@ -835,3 +835,34 @@ func addAttestations(ctx context.Context, t *testing.T, ref string) string {
 	}
 	return dg.String()
 }
+
+func TestIntegrationPruneImages(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/prune"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "prune", Labels: enabled(nil),
+	})
+	v1 := inspect(ctx, t, cli, id).Image
+	// Another container still uses v1: it must never be pruned.
+	dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{Image: v1, Name: "keeper"})
+	d := startDeployer(ctx, t, cli, Config{PruneImages: true})
+	waitTarget(ctx, t, d.Deployer, name)
+
+	ids := map[string]string{"v1": v1}
+	for _, v := range []string{"v2", "v3", "v4"} {
+		reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: v})
+		if j := deployOne(ctx, t, d.Deployer, Request{Target: name}); j.Status != StatusSucceeded {
+			t.Fatalf("deploy %s = %s %q, want succeeded", v, j.Status, j.Error)
+		}
+		ids[v] = inspect(ctx, t, cli, name).Image
+	}
+	for v, want := range map[string]bool{"v1": true, "v2": false, "v3": true, "v4": true} {
+		_, err := cli.ImageInspect(ctx, ids[v])
+		if got := err == nil; got != want {
+			t.Errorf("image %s present = %v (%v), want %v (v1 in use, v2 old, v3 previous, v4 running)", v, got, err, want)
+		}
+	}
+}

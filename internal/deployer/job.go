@@ -61,6 +61,9 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	if out.err != nil {
 		j.Error = out.err.Error()
 	}
+	if j.Status == StatusSucceeded && d.cfg.PruneImages && out.newImage != nil {
+		d.prune(context.WithoutCancel(runCtx), j, out.newImage.ID, out.oldImage, log)
+	}
 	j.FinishedAt = time.Now().UTC()
 	total := j.FinishedAt.Sub(start)
 	d.saveJob(runCtx, j)
@@ -86,9 +89,6 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 			}
 		}
 		log.Info("deploy finished", attrs...)
-		if d.cfg.PruneImages && out.newImage != nil {
-			d.prune(context.WithoutCancel(runCtx), j, out.newImage.ID, out.oldImage, log)
-		}
 	case StatusRolledBack:
 		m.Rollbacks.WithLabelValues(j.Target, j.RollbackReason).Inc()
 		log.Warn("deploy rolled back", append(attrs, "reason", j.RollbackReason, "detail", j.RollbackDetail)...)
