@@ -68,7 +68,11 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 	if cur.Config.StopTimeout != nil && *cur.Config.StopTimeout > 0 {
 		grace = time.Duration(*cur.Config.StopTimeout) * time.Second
 	}
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 2*grace+2*time.Minute)
+	timeout := d.healthTimeout(cur.Config.Labels)
+	// Enough for two stops, the gate and the other steps; the job's own
+	// deadline does not cut a step short.
+	budget := 2*grace + max(timeout, d.cfg.SettleTime) + 2*time.Minute
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer scancel()
 
 	if err := d.settleEarlier(sctx, name); err != nil {
@@ -168,7 +172,6 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 		if err := d.journal(sctx, &st, phaseHealth); err != nil {
 			return undo(err)
 		}
-		timeout := d.healthTimeout(cur.Config.Labels)
 		hasHealth := hasHealthcheck(newC.Config)
 		log.Info("replacement started; waiting for health gate", "healthcheck", hasHealth, "timeout_seconds", timeout.Seconds())
 		t1 := time.Now()
@@ -186,7 +189,11 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 	if v.reason == "" {
 		healthyAt := time.Now()
 		if err := d.journal(sctx, &st, phaseCleanup); err != nil {
-			return undo(err)
+			if errors.Is(err, errCrashed) {
+				return outcome{err: err}
+			}
+			// The gate passed: finish the swap all the same.
+			log.Error("journal cleanup failed", "err", err)
 		}
 		if err := d.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
 			// Keep the journal: a restart must finish this swap, not undo it.
