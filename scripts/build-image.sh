@@ -47,11 +47,20 @@ cp "$ca" dist/image/ca-certificates.crt
 if ! docker buildx version >/dev/null 2>&1; then
   export DOCKER_BUILDKIT=0
 fi
+previous="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
 docker build --target prebuilt \
   --build-arg VERSION="$VERSION" \
   --build-arg REVISION="$REVISION" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   -t "$tag" .
+
+# The image this script built last time under the same tag is now untagged:
+# remove it unless something still uses it (rm fails then, which is fine).
+current="$(docker image inspect --format '{{.Id}}' "$tag")"
+if [ -n "$previous" ] && [ "$previous" != "$current" ] &&
+   [ "$(docker image inspect --format '{{len .RepoTags}}' "$previous" 2>/dev/null || echo 1)" = 0 ]; then
+  docker image rm "$previous" >/dev/null 2>&1 || true
+fi
 
 size="$(docker image inspect --format '{{.Size}}' "$tag")"
 echo "build-image: $tag is $size bytes ($(( (size + 524288) / 1048576 )) MiB)"
