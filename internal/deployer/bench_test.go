@@ -132,7 +132,7 @@ func waitVersion(ctx context.Context, t testing.TB, addr, want string) {
 
 // plainRecreate is `docker pull && docker stop && docker rm && docker run`
 // through the API, with the options the container was first run with.
-func plainRecreate(ctx context.Context, b *testing.B, cli *client.Client, ref, name, hostPort string) {
+func plainRecreate(ctx context.Context, b *testing.B, cli *client.Client, ref, name, hostPort string, hc *container.HealthConfig) {
 	b.Helper()
 	rc, err := cli.ImagePull(ctx, ref, image.PullOptions{})
 	if err != nil {
@@ -148,7 +148,7 @@ func plainRecreate(ctx context.Context, b *testing.B, cli *client.Client, ref, n
 	}
 	port := nat.Port(dockertest.AppPort)
 	created, err := cli.ContainerCreate(ctx,
-		&container.Config{Image: ref, Labels: dockertest.Labels(b, nil), ExposedPorts: nat.PortSet{port: {}}},
+		&container.Config{Image: ref, Labels: dockertest.Labels(b, nil), ExposedPorts: nat.PortSet{port: {}}, Healthcheck: hc},
 		&container.HostConfig{PortBindings: nat.PortMap{port: {{HostIP: "127.0.0.1", HostPort: hostPort}}}},
 		nil, nil, name)
 	if err != nil {
@@ -173,14 +173,17 @@ func BenchmarkRecreate(b *testing.B) {
 	reg.PushApp(ctx, b, "bench/hookd", "latest", dockertest.App{Version: "v0"})
 	reg.PushApp(ctx, b, "bench/plain", "latest", dockertest.App{Version: "v0"})
 
+	// The image's check (1s timeout, 2 retries) flakes on a loaded machine;
+	// both sides get the same, more patient check.
+	hc := &container.HealthConfig{Test: []string{"CMD", "/app", "health"}, Interval: dockertest.HealthInterval, Timeout: 5 * time.Second, Retries: 10}
 	hookPort, plainPort := freePort(b), freePort(b)
 	_, hookName := dockertest.RunContainer(ctx, b, cli, dockertest.ContainerOptions{
 		Image: reg.Ref("bench/hookd", "latest"), Name: "bench-hookd", Labels: enabled(nil),
-		Ports: map[string]string{dockertest.AppPort: hookPort},
+		Ports: map[string]string{dockertest.AppPort: hookPort}, Healthcheck: hc,
 	})
 	_, plainName := dockertest.RunContainer(ctx, b, cli, dockertest.ContainerOptions{
 		Image: reg.Ref("bench/plain", "latest"), Name: "bench-plain",
-		Ports: map[string]string{dockertest.AppPort: plainPort},
+		Ports: map[string]string{dockertest.AppPort: plainPort}, Healthcheck: hc,
 	})
 	settle := time.Second
 	d := New(cli, Config{
@@ -237,7 +240,7 @@ func BenchmarkRecreate(b *testing.B) {
 		p = startProbe("http://" + plainAddr + "/")
 		time.Sleep(100 * time.Millisecond)
 		t0 = time.Now()
-		plainRecreate(ctx, b, cli, reg.Ref("bench/plain", "latest"), plainName, plainPort)
+		plainRecreate(ctx, b, cli, reg.Ref("bench/plain", "latest"), plainName, plainPort, hc)
 		var healthyTime time.Time
 		select {
 		case healthyTime = <-healthy:
