@@ -86,10 +86,10 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 		}
 		if _, err := d.recover(sctx, name, st); err != nil {
 			log.Error("restore after failed step failed; left for reconcile", "err", err)
-			return outcome{status: StatusFailed, err: fmt.Errorf("%w; restoring the old container failed too: %v", cause, err)}
+			return outcome{status: StatusFailed, err: fmt.Errorf("restoring the old container failed too (%v), after: %w", err, cause)}
 		}
 		d.deleteStep(sctx, name, log)
-		o := outcome{status: StatusFailed, err: fmt.Errorf("%w; old container restored", cause)}
+		o := outcome{status: StatusFailed, err: fmt.Errorf("old container restored after: %w", cause)}
 		return d.interrupted(runCtx, o)
 	}
 	stopping := func() bool { return runCtx.Err() != nil }
@@ -220,12 +220,12 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 	if err := d.hook(phaseRollback); err != nil {
 		return outcome{err: err}
 	}
-	cause := fmt.Errorf("new container %s: %s", v.reason, v.detail)
+	cause := fmt.Sprintf("new container %s: %s", v.reason, v.detail)
 	if rerr != nil {
-		return outcome{status: StatusFailed, err: fmt.Errorf("%w; rollback failed, left for reconcile: %v", cause, rerr)}
+		return outcome{status: StatusFailed, err: fmt.Errorf("%s; rollback failed, left for reconcile: %w", cause, rerr)}
 	}
 	d.deleteStep(sctx, name, log)
-	return outcome{status: StatusRolledBack, err: fmt.Errorf("%w; rolled back to the previous container", cause)}
+	return outcome{status: StatusRolledBack, err: errors.New(cause + "; rolled back to the previous container")}
 }
 
 // abandonGate handles shutdown during the health gate: a replacement that
