@@ -37,6 +37,7 @@ type Config struct {
 	LogFormat        string
 	LogLevel         string
 	PruneImages      bool
+	LabelFilter      string
 	ShutdownTimeout  time.Duration
 }
 
@@ -103,6 +104,9 @@ var settings = []setting{
 	{key: "prune_images", env: "HOOKD_PRUNE_IMAGES", def: "false",
 		help:  "remove a target's images older than the previous one after a deploy",
 		field: func(c *Config) any { return &c.PruneImages }},
+	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
+		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
+		field: func(c *Config) any { return &c.LabelFilter }},
 	{key: "log_format", env: "HOOKD_LOG_FORMAT", def: "text",
 		help:  "log format: text or json",
 		field: func(c *Config) any { return &c.LogFormat }},
@@ -415,6 +419,9 @@ func validate(c *Config, problems *configError) {
 	case "debug", "info", "warn", "error":
 	default:
 		problems.add("log_level: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if k, _, _ := strings.Cut(c.LabelFilter, "="); c.LabelFilter != "" && (k == "" || strings.ContainsAny(c.LabelFilter, " ,")) {
+		problems.add("label_filter: %q is not key or key=value", c.LabelFilter)
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems.add("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)

@@ -85,6 +85,7 @@ func TestKilledAfterAcceptDeploysExactlyOnce(t *testing.T) {
 		"HOOKD_POLL_INTERVAL":  "0",
 		"HOOKD_REGISTRY_HOST":  reg.Host,
 		"HOOKD_SETTLE_TIME":    "1s",
+		"HOOKD_LABEL_FILTER":   dockertest.LabelKey + "=" + dockertest.LabelValue(t),
 	}
 	first, _ := startChild(t, env)
 

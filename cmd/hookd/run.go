@@ -114,6 +114,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		QueueSize:     cfg.QueueSize,
 		Keychain:      keychain,
 		PruneImages:   cfg.PruneImages,
+		LabelFilter:   cfg.LabelFilter,
 		State:         st,
 		Metrics:       m,
 		Logger:        logger.With("component", "deployer"),

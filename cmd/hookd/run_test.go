@@ -68,6 +68,8 @@ func startDaemon(ctx context.Context, t *testing.T, env map[string]string) *daem
 		"HOOKD_STATE_DIR":      t.TempDir(),
 		"HOOKD_WEBHOOK_SECRET": testSecret,
 		"HOOKD_POLL_INTERVAL":  "0",
+		// Other tests share the engine: see only this test's containers.
+		"HOOKD_LABEL_FILTER": dockertest.LabelKey + "=" + dockertest.LabelValue(t),
 	}
 	for k, v := range env {
 		full[k] = v
