@@ -3,6 +3,8 @@ package deployer
 import (
 	"fmt"
 	"strings"
+
+	"github.com/distribution/reference"
 )
 
 // Reference defaults, as the Docker CLI applies them.
@@ -12,7 +14,7 @@ const (
 )
 
 // ImageRef is a normalised image reference: registry host, repository path,
-// tag and optional digest, all lower case except the digest.
+// tag and optional digest, all lower case except the tag.
 type ImageRef struct {
 	Registry string // "ghcr.io", "docker.io", "127.0.0.1:5000"
 	Path     string // "and3rn3t/app", "library/nginx"
@@ -32,74 +34,39 @@ func (r ImageRef) String() string {
 	return s
 }
 
-// ParseRef normalises ref the way Docker does: "nginx" becomes
-// "docker.io/library/nginx:latest", "GHCR.io/Owner/App" becomes
-// "ghcr.io/owner/app:latest". It returns an error for an empty or malformed
-// reference.
+// ParseRef normalises ref the way Docker does, with Docker's own reference
+// grammar: "nginx" becomes "docker.io/library/nginx:latest",
+// "GHCR.io/Owner/App" becomes "ghcr.io/owner/app:latest" (GitHub
+// lower-cases package names; Docker refuses upper case in repositories, so
+// it is folded here rather than refused). It returns an error for an empty
+// or malformed reference.
 func ParseRef(ref string) (ImageRef, error) {
 	in := ref
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
 		return ImageRef{}, fmt.Errorf("parse image reference %q: empty", in)
 	}
-	var r ImageRef
-	if i := strings.Index(ref, "@"); i >= 0 {
-		r.Digest = ref[i+1:]
-		ref = ref[:i]
-		if !validDigest(r.Digest) {
-			return ImageRef{}, fmt.Errorf("parse image reference %q: bad digest", in)
-		}
+	// Fold the repository to lower case, not the tag or the digest.
+	repo, rest := ref, ""
+	if i := strings.IndexAny(ref, "@"); i >= 0 {
+		repo, rest = ref[:i], ref[i:]
 	}
-	// A tag follows the last colon after the last slash.
-	slash := strings.LastIndex(ref, "/")
-	if i := strings.LastIndex(ref, ":"); i > slash {
-		r.Tag = ref[i+1:]
-		ref = ref[:i]
-		if r.Tag == "" {
-			return ImageRef{}, fmt.Errorf("parse image reference %q: empty tag", in)
-		}
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo, rest = repo[:i], repo[i:]+rest
 	}
-	ref = strings.ToLower(ref)
-	first, rest, found := strings.Cut(ref, "/")
-	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		r.Registry, r.Path = first, rest
-	} else {
-		r.Registry, r.Path = DefaultRegistry, ref
+	named, err := reference.ParseNormalizedNamed(strings.ToLower(repo) + rest)
+	if err != nil {
+		return ImageRef{}, fmt.Errorf("parse image reference %q: %w", in, err)
 	}
+	r := ImageRef{Registry: reference.Domain(named), Path: reference.Path(named), Tag: DefaultTag}
 	if r.Registry == "index.docker.io" || r.Registry == "registry-1.docker.io" {
 		r.Registry = DefaultRegistry
 	}
-	if r.Registry == DefaultRegistry && !strings.Contains(r.Path, "/") {
-		r.Path = "library/" + r.Path
+	if t, ok := named.(reference.Tagged); ok {
+		r.Tag = t.Tag()
 	}
-	if r.Tag == "" {
-		r.Tag = DefaultTag
-	}
-	if r.Path == "" || strings.Contains(r.Path, "//") || strings.HasSuffix(r.Path, "/") {
-		return ImageRef{}, fmt.Errorf("parse image reference %q: bad repository", in)
-	}
-	for _, c := range r.Path {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("._-/", c)) {
-			return ImageRef{}, fmt.Errorf("parse image reference %q: bad character %q in repository", in, c)
-		}
-	}
-	for _, c := range r.Tag {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._-", c)) {
-			return ImageRef{}, fmt.Errorf("parse image reference %q: bad character %q in tag", in, c)
-		}
+	if d, ok := named.(reference.Digested); ok {
+		r.Digest = d.Digest().String()
 	}
 	return r, nil
-}
-
-func validDigest(d string) bool {
-	algo, hex, ok := strings.Cut(d, ":")
-	if !ok || algo == "" || len(hex) < 32 {
-		return false
-	}
-	for _, c := range hex {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
