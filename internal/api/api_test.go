@@ -391,7 +391,7 @@ func TestDeploy(t *testing.T) {
 			wantError:  "no target follows ghcr.io/o/web:beta",
 			wantImages: []string{"docker.io/library/postgres:16", "ghcr.io/o/web:latest"}},
 		{name: "no targets at all", body: `{}`, noTargets: true, wantCode: 404, wantError: "no targets"},
-		{name: "bad image", body: `{"image":"ghcr.io/o/We b"}`, wantCode: 400, wantError: "bad character"},
+		{name: "bad image", body: `{"image":"ghcr.io/o/We b"}`, wantCode: 400, wantError: "invalid reference format"},
 		{name: "target and image", body: `{"target":"web","image":"ghcr.io/o/web"}`, wantCode: 400, wantError: "not both"},
 		{name: "unknown field", body: `{"target":"web","tag":"latest"}`, wantCode: 400, wantError: "unknown field"},
 		{name: "broken JSON", body: `{"target":`, wantCode: 400, wantError: "invalid JSON"},
