@@ -1,10 +1,13 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/and3rn3t/hookd/internal/deployer"
 )
@@ -38,8 +41,8 @@ var errMalformed = errors.New("malformed JSON payload")
 
 // packageEnvelope holds only the fields hookd reads: decoding into
 // go-github's full event structs costs about 80 µs for a real 11 KB payload.
-// decodePackage fills it; the json tags say what json.Unmarshal would do,
-// which FuzzParse holds decodePackage to.
+// decodeEnvelope fills it. The json tags name the keys it reads
+// (BenchmarkParseEncodingJSON decodes with them, for comparison).
 type packageEnvelope struct {
 	Action          string     `json:"action"`
 	Package         *ghPackage `json:"package"`
@@ -64,6 +67,130 @@ type ghPackage struct {
 			} `json:"tag"`
 		} `json:"container_metadata"`
 	} `json:"package_version"`
+}
+
+// decodeEnvelope reads the fields of packageEnvelope from payload with
+// gjson, which validates the whole payload once and then unquotes only
+// those fields, skipping the rest.
+//
+// The payload must be valid JSON (RFC 8259; gjson.ValidBytes agrees with
+// encoding/json except that it has no nesting limit) whose top level is an
+// object. Each field is read at its exact key; of repeated keys, the first
+// counts. A field that is null or absent reads as empty (a package object:
+// as nil); a field of another JSON type than its own (a string, or an object
+// on the way to one) is an error, as it is for encoding/json. FuzzParse
+// holds it to a reference built on encoding/json's tokenizer.
+func decodeEnvelope(payload []byte) (packageEnvelope, error) {
+	if !gjson.ValidBytes(payload) {
+		return packageEnvelope{}, errors.New("not valid JSON")
+	}
+	// Valid JSON that starts with '{' is an object. gjson.ParseBytes would
+	// copy the whole payload to tell.
+	if p := bytes.TrimLeft(payload, " \t\r\n"); p[0] != '{' {
+		return packageEnvelope{}, fmt.Errorf("top level is %s, want an object", jsonType(gjson.ParseBytes(p)))
+	}
+	// GetManyBytes copies each result out of payload (a pooled buffer); the
+	// package objects' fields are then read from those copies.
+	var d fields
+	top := gjson.GetManyBytes(payload, "action", "package", "registry_package")
+	env := packageEnvelope{
+		Action:          d.str("", "action", top[0]),
+		Package:         d.pkg("package", top[1]),
+		RegistryPackage: d.pkg("registry_package", top[2]),
+	}
+	return env, d.err
+}
+
+// fields reads typed fields out of gjson results, keeping the first error.
+type fields struct{ err error }
+
+// str returns the string r holds: "" for null or absent.
+func (d *fields) str(object, key string, r gjson.Result) string {
+	switch r.Type {
+	case gjson.String:
+		return r.Str
+	case gjson.Null:
+		return ""
+	}
+	d.fail(object, key, r, "a string")
+	return ""
+}
+
+// object returns r when it is an object; ok is false for null or absent.
+func (d *fields) object(object, key string, r gjson.Result) (_ gjson.Result, ok bool) {
+	switch {
+	case r.IsObject():
+		return r, true
+	case r.Type == gjson.Null:
+		return gjson.Result{}, false
+	}
+	d.fail(object, key, r, "an object")
+	return gjson.Result{}, false
+}
+
+// fail records that object.key is of the wrong type. The message names
+// only fixed keys and JSON types, never payload text.
+func (d *fields) fail(object, key string, r gjson.Result, want string) {
+	if d.err != nil {
+		return
+	}
+	if object != "" {
+		key = object + "." + key
+	}
+	d.err = fmt.Errorf("%s is %s, want %s", key, jsonType(r), want)
+}
+
+// pkg reads the package object at key.
+func (d *fields) pkg(key string, r gjson.Result) *ghPackage {
+	o, ok := d.object("", key, r)
+	if !ok {
+		return nil
+	}
+	p := new(ghPackage)
+	f := gjson.GetMany(o.Raw, "name", "namespace", "ecosystem", "package_type", "owner", "package_version")
+	p.Name = d.str(key, "name", f[0])
+	p.Namespace = d.str(key, "namespace", f[1])
+	p.Ecosystem = d.str(key, "ecosystem", f[2])
+	p.PackageType = d.str(key, "package_type", f[3])
+	if owner, ok := d.object(key, "owner", f[4]); ok {
+		p.Owner.Login = d.str(key, "owner.login", owner.Get("login"))
+	}
+	pv, ok := d.object(key, "package_version", f[5])
+	if !ok {
+		return p
+	}
+	v := gjson.GetMany(pv.Raw, "version", "package_url", "container_metadata")
+	p.PackageVersion.Version = d.str(key, "package_version.version", v[0])
+	p.PackageVersion.PackageURL = d.str(key, "package_version.package_url", v[1])
+	cm, ok := d.object(key, "package_version.container_metadata", v[2])
+	if !ok {
+		return p
+	}
+	tag, ok := d.object(key, "package_version.container_metadata.tag", cm.Get("tag"))
+	if !ok {
+		return p
+	}
+	t := gjson.GetMany(tag.Raw, "name", "digest")
+	p.PackageVersion.ContainerMetadata.Tag.Name = d.str(key, "package_version.container_metadata.tag.name", t[0])
+	p.PackageVersion.ContainerMetadata.Tag.Digest = d.str(key, "package_version.container_metadata.tag.digest", t[1])
+	return p
+}
+
+// jsonType names r's JSON type for an error message.
+func jsonType(r gjson.Result) string {
+	switch {
+	case r.Type == gjson.String:
+		return "a string"
+	case r.Type == gjson.Number:
+		return "a number"
+	case r.Type == gjson.True, r.Type == gjson.False:
+		return "a boolean"
+	case r.IsObject():
+		return "an object"
+	case r.IsArray():
+		return "an array"
+	}
+	return "null"
 }
 
 // mapping is what a package delivery asks for: an image to deploy, or the
@@ -97,8 +224,8 @@ func (m mapping) image() string { return m.repository + ":" + m.tag }
 //     ecosystem that is present says container or docker: the octokit samples
 //     mix "npm" with "docker", and ambiguity fails closed.
 func parsePackage(event string, payload []byte, host string) (mapping, error) {
-	var env packageEnvelope
-	if err := decodePackage(payload, &env); err != nil {
+	env, err := decodeEnvelope(payload)
+	if err != nil {
 		return mapping{}, fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	p := env.Package
@@ -143,12 +270,14 @@ func parsePackage(event string, payload []byte, host string) (mapping, error) {
 	if !validRef(repo, tag) {
 		return mapping{ignore: reasonBadRef}, nil
 	}
-	m := mapping{repository: repo, tag: tag}
+	// The tag and digest outlive the delivery in the queue: clone them out
+	// of the package object's copy they are substrings of.
+	m := mapping{repository: repo, tag: strings.Clone(tag)}
 	switch {
 	case validSHA256(pv.ContainerMetadata.Tag.Digest):
-		m.digest = pv.ContainerMetadata.Tag.Digest
+		m.digest = strings.Clone(pv.ContainerMetadata.Tag.Digest)
 	case validSHA256(pv.Version):
-		m.digest = pv.Version
+		m.digest = strings.Clone(pv.Version)
 	}
 	return m, nil
 }

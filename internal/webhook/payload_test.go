@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -265,8 +264,9 @@ func TestIsArtifactTag(t *testing.T) {
 	}
 }
 
-// FuzzParse checks the parser never panics and that whatever it maps is a
-// normalised reference the deployer accepts.
+// FuzzParse checks that decodeEnvelope reads what refEnvelope (encoding/json's
+// tokenizer) reads, that the parser never panics, and that whatever it maps
+// is a normalised reference the deployer accepts.
 func FuzzParse(f *testing.F) {
 	entries, err := os.ReadDir("testdata")
 	if err != nil {
@@ -287,16 +287,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"action":"updated","registry_package":{"name":"A","namespace":"B/c","package_type":"docker","package_version":{"container_metadata":{"tag":{"name":"x"}}}}}`), "localhost:5000")
 	reasons := []string{reasonAction, reasonNotContainer, reasonUntagged, reasonArtifactTag, reasonURLMismatch, reasonBadRef}
 	f.Fuzz(func(t *testing.T, payload []byte, host string) {
-		// decodePackage must agree with encoding/json.
-		var fast, ref packageEnvelope
-		errFast := decodePackage(payload, &fast)
-		errRef := json.Unmarshal(payload, &ref)
-		if (errFast == nil) != (errRef == nil) {
-			t.Fatalf("decodePackage error %v, json.Unmarshal error %v", errFast, errRef)
-		}
-		if errRef == nil && !reflect.DeepEqual(fast, ref) {
-			t.Fatalf("decodePackage = %+v, json.Unmarshal = %+v", fast, ref)
-		}
+		checkEnvelope(t, payload)
 
 		if _, err := deployer.ParseRef(host + "/o/n"); err != nil {
 			host = DefaultRegistryHost
