@@ -216,11 +216,11 @@ type (
 		Digest     string   `json:"digest,omitempty"`
 		Targets    []string `json:"targets"`
 		Jobs       []string `json:"jobs"`
-		Reason     string   `json:"reason,omitempty"`
 	}
 	ignoredAnswer struct {
 		Status     string `json:"status"`
 		DeliveryID string `json:"delivery_id"`
+		Image      string `json:"image,omitempty"` // when the payload named one
 		Reason     string `json:"reason"`
 	}
 	duplicateAnswer struct {
@@ -328,7 +328,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, d *delivery) (an
 		return h.pkg(r.Context(), d, event, payload)
 	default:
 		d.attrs = append(d.attrs, slog.String("github_event", sanitizeEvent(event)))
-		return ignored(d, reasonEvent), nil
+		return ignored(d, reasonEvent, ""), nil
 	}
 }
 
@@ -353,7 +353,7 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 		return answer{}, err
 	}
 	if m.ignore != "" {
-		return ignored(d, m.ignore), nil
+		return ignored(d, m.ignore, ""), nil
 	}
 	d.attrs = append(d.attrs, slog.String("image", m.image()), slog.String("digest", m.digest))
 
@@ -385,6 +385,12 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 		d.attrs = append(d.attrs, slog.String("record_err", err.Error()))
 		d.level = slog.LevelWarn
 	}
+	if len(jobs) == 0 {
+		// Counted as ignored, not queued: nothing will deploy, and an
+		// alert on "queued but no deploy followed" must not fire for an
+		// image that no target follows.
+		return ignored(d, reasonNoTarget, m.image()), nil
+	}
 	a := queuedAnswer{
 		Status:     "queued",
 		DeliveryID: d.id,
@@ -398,10 +404,6 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 		if !slices.Contains(a.Targets, j.Target) {
 			a.Targets = append(a.Targets, j.Target)
 		}
-	}
-	if len(a.Targets) == 0 {
-		a.Reason = reasonNoTarget
-		d.attrs = append(d.attrs, slog.String("reason", a.Reason))
 	}
 	d.attrs = append(d.attrs, slog.Any("targets", a.Targets), slog.Any("jobs", a.Jobs))
 	return answer{status: http.StatusAccepted, outcome: metrics.OutcomeQueued, body: a}, nil
@@ -437,12 +439,14 @@ func (h *Handler) claim(ctx context.Context, d *delivery) (release func(), dup b
 	return release, false
 }
 
-func ignored(d *delivery, reason string) answer {
+// ignored is the 202 answer to a delivery hookd does nothing with; image is
+// the image it named, if any.
+func ignored(d *delivery, reason, image string) answer {
 	d.attrs = append(d.attrs, slog.String("reason", reason))
 	return answer{
 		status:  http.StatusAccepted,
 		outcome: metrics.OutcomeIgnored,
-		body:    ignoredAnswer{Status: "ignored", DeliveryID: d.id, Reason: reason},
+		body:    ignoredAnswer{Status: "ignored", DeliveryID: d.id, Image: image, Reason: reason},
 	}
 }
 

@@ -200,7 +200,7 @@ func TestHandlerAnswers(t *testing.T) {
 }
 
 // TestQueuedRequest checks the deploy request and the 202 answer for the
-// real payload, and the answer when no target follows the image.
+// real payload.
 func TestQueuedRequest(t *testing.T) {
 	real := readFixture(t, realFixture)
 	tests := []struct {
@@ -211,7 +211,6 @@ func TestQueuedRequest(t *testing.T) {
 		want        deployer.Request
 		wantTargets []string
 		wantJobs    int
-		wantReason  string
 	}{
 		{
 			name: "two targets", body: real, targets: []string{"www", "www-canary"},
@@ -220,14 +219,6 @@ func TestQueuedRequest(t *testing.T) {
 				Trigger: deployer.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
 			},
 			wantTargets: []string{"www", "www-canary"}, wantJobs: 2,
-		},
-		{
-			name: "no target follows the image", body: real,
-			want: deployer.Request{
-				Repository: "ghcr.io/theryangeary/www", Tag: "0e2a89b", Digest: realDigest,
-				Trigger: deployer.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
-			},
-			wantTargets: []string{}, wantReason: reasonNoTarget,
 		},
 		{
 			name: "configured registry host", cfg: Config{RegistryHost: "Mirror.Example.com:5000"}, body: real, targets: []string{"www"},
@@ -264,8 +255,8 @@ func TestQueuedRequest(t *testing.T) {
 				t.Errorf("submitted %+v, want [%+v]", reqs, tt.want)
 			}
 			wantImage := tt.want.Repository + ":" + tt.want.Tag
-			if got.Status != "queued" || got.Image != wantImage || got.Digest != tt.want.Digest || got.Reason != tt.wantReason {
-				t.Errorf("answer = %+v, want queued %s %s reason %q", got, wantImage, tt.want.Digest, tt.wantReason)
+			if got.Status != "queued" || got.Image != wantImage || got.Digest != tt.want.Digest || got.Reason != "" {
+				t.Errorf("answer = %+v, want queued %s %s without a reason", got, wantImage, tt.want.Digest)
 			}
 			if !slices.Equal(got.Targets, tt.wantTargets) || got.Targets == nil || len(got.Jobs) != tt.wantJobs {
 				t.Errorf("targets %q jobs %q, want targets %q and %d jobs", got.Targets, got.Jobs, tt.wantTargets, tt.wantJobs)
@@ -274,6 +265,43 @@ func TestQueuedRequest(t *testing.T) {
 				t.Errorf("answer %s lacks a targets list", rec.Body)
 			}
 		})
+	}
+}
+
+// TestNoTarget checks that a delivery for an image no target follows is
+// answered and counted as ignored, not queued (nothing will deploy, so a
+// "queued but no deploy" alert must not fire), and that it is still
+// recorded: its redelivery is a duplicate.
+func TestNoTarget(t *testing.T) {
+	real := readFixture(t, realFixture)
+	e := newEnv(t, Config{}) // no targets
+	rec, got := send(t, e.h, hook{event: "package", id: "no-target-1", body: real, secret: newSecret})
+
+	want := `{"status":"ignored","delivery_id":"no-target-1","image":"ghcr.io/theryangeary/www:0e2a89b","reason":"` + reasonNoTarget + `"}` + "\n"
+	if rec.Code != http.StatusAccepted || rec.Body.String() != want {
+		t.Errorf("answer = %d %s, want 202 %s", rec.Code, rec.Body, want)
+	}
+	if n := len(e.sub.accepted()); n != 1 {
+		t.Errorf("submitted %d requests, want 1 (the queue decides which targets follow an image)", n)
+	}
+	if v := testutil.ToFloat64(e.metrics.WebhookDeliveries.WithLabelValues("package", metrics.OutcomeIgnored)); v != 1 {
+		t.Errorf("deliveries{outcome=%q} = %v, want 1", metrics.OutcomeIgnored, v)
+	}
+	if v := testutil.ToFloat64(e.metrics.WebhookDeliveries.WithLabelValues("package", metrics.OutcomeQueued)); v != 0 {
+		t.Errorf("deliveries{outcome=%q} = %v, want 0", metrics.OutcomeQueued, v)
+	}
+	lines := logLines(t, e.logs)
+	if len(lines) != 1 || lines[0]["outcome"] != metrics.OutcomeIgnored || lines[0]["reason"] != reasonNoTarget ||
+		lines[0]["image"] != got.Image || lines[0]["level"] != "INFO" {
+		t.Errorf("log = %v, want one INFO line with outcome ignored, the reason and the image", lines)
+	}
+
+	rec, got = send(t, e.h, hook{event: "package", id: "no-target-1", body: real, secret: newSecret})
+	if rec.Code != http.StatusOK || got.Status != "duplicate" {
+		t.Errorf("redelivery: %d %+v, want 200 duplicate", rec.Code, got)
+	}
+	if n := e.sub.callCount(); n != 1 {
+		t.Errorf("after the redelivery: %d submit calls, want 1", n)
 	}
 }
 
@@ -739,7 +767,8 @@ func TestCardinality(t *testing.T) {
 	for i := 2; i < 10000; i++ {
 		deliver(i)
 	}
-	// (package|registry_package, queued), (other, ignored), (other, invalid_signature)
+	// No target follows these images: (package|registry_package, ignored),
+	// (other, ignored), (other, invalid_signature).
 	if after := testutil.CollectAndCount(e.metrics.WebhookDeliveries); after != before || before != 4 {
 		t.Errorf("deliveries series: %d before, %d after, want 4 both times", before, after)
 	}
