@@ -1,9 +1,11 @@
 // Package deployer turns deploy requests into running containers. It finds
-// the targets (running containers labelled hookd.enable=true), queues
-// requests per target, pulls the image, recreates the container faithfully,
-// gates the replacement on its health, rolls back when it is not healthy, and
-// after a crash reconciles any half-done swap so that exactly one container
-// runs under each target's name.
+// the targets (running containers labelled hookd.enable=true and, on a Swarm
+// manager, services labelled so), queues requests per target, pulls the
+// image, recreates the container faithfully, gates the replacement on its
+// health, rolls back when it is not healthy, and after a crash reconciles any
+// half-done swap so that exactly one container runs under each target's
+// name. A service is deployed by pinning the new digest into its spec and
+// following Swarm's own rolling update and rollback (see service.go).
 package deployer
 
 import (
@@ -26,6 +28,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/authn"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -34,7 +37,9 @@ import (
 )
 
 // Docker is the part of the Engine API the deployer uses. *client.Client
-// satisfies it.
+// satisfies it. The service and task calls are only made on a swarm
+// manager; elsewhere they fail with "not a swarm manager", which the
+// deployer takes as "no services".
 type Docker interface {
 	Ping(ctx context.Context) (types.Ping, error)
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
@@ -51,6 +56,10 @@ type Docker interface {
 	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImageList(ctx context.Context, options image.ListOptions) ([]image.Summary, error)
 	ImageRemove(ctx context.Context, imageID string, options image.RemoveOptions) ([]image.DeleteResponse, error)
+	ServiceList(ctx context.Context, options swarm.ServiceListOptions) ([]swarm.Service, error)
+	ServiceInspectWithRaw(ctx context.Context, serviceID string, options swarm.ServiceInspectOptions) (swarm.Service, []byte, error)
+	ServiceUpdate(ctx context.Context, serviceID string, version swarm.Version, service swarm.ServiceSpec, options swarm.ServiceUpdateOptions) (swarm.ServiceUpdateResponse, error)
+	TaskList(ctx context.Context, options swarm.TaskListOptions) ([]swarm.Task, error)
 }
 
 var _ Docker = (*client.Client)(nil)
@@ -76,7 +85,8 @@ type Config struct {
 	// SettleTime is how long a new container must stay running, unrestarted,
 	// before it is trusted (default 5s); one with a healthcheck must also
 	// report healthy. The window catches a container that passes its first
-	// check and dies right after.
+	// check and dies right after. It is also the Monitor period hookd sets
+	// on a Swarm service that has no update config of its own.
 	SettleTime time.Duration
 	// Concurrency is how many targets deploy at once (default 1).
 	Concurrency int
@@ -99,7 +109,7 @@ type Config struct {
 	// SelfID is the id of hookd's own container, if it runs in one.
 	SelfID string
 	// LabelFilter, "key=value" or "key", narrows the targets to containers
-	// that also carry that label: several hookd (or test runs) can share one
+	// and services that also carry that label: several hookd (or test runs) can share one
 	// engine without touching each other's containers. Empty: no narrowing.
 	LabelFilter string
 
@@ -175,17 +185,18 @@ func New(docker Docker, cfg Config) *Deployer {
 	}
 }
 
-// Target is a container hookd deploys.
+// Target is a container or a Swarm service hookd deploys.
 type Target struct {
 	Name string `json:"name"`
 	ID   string `json:"id"`
-	Kind string `json:"kind"` // "container"
+	Kind string `json:"kind"` // "container" or "service"
 	// Image is the normalised repository the target follows, Tag its tag.
 	Image string   `json:"image"`
 	Tag   string   `json:"tag"`
 	Ref   ImageRef `json:"-"`
 	// ImageID is the id of the image the container runs; Digest its
-	// repository digest when known.
+	// repository digest when known. A service has no ImageID (its nodes
+	// may run different platforms); Digest is the digest its spec pins.
 	ImageID       string        `json:"image_id"`
 	Digest        string        `json:"digest,omitempty"`
 	HealthTimeout time.Duration `json:"health_timeout"`

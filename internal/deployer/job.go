@@ -44,7 +44,12 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 
 	ctx, cancel := context.WithTimeout(runCtx, d.cfg.DeployTimeout)
 	defer cancel()
-	out := d.deploy(ctx, runCtx, &j, log)
+	var out outcome
+	if j.Kind == kindService {
+		out = d.deployService(ctx, runCtx, &j, log)
+	} else {
+		out = d.deploy(ctx, runCtx, &j, log)
+	}
 	if errors.Is(out.err, errCrashed) {
 		log.Warn("injected crash: worker stops here")
 		return
@@ -61,7 +66,9 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	if out.err != nil {
 		j.Error = out.err.Error()
 	}
-	if j.Status == StatusSucceeded && d.cfg.PruneImages && out.newImage != nil {
+	// Services are not pruned: the previous image is Swarm's rollback, and
+	// it lives on other nodes too.
+	if j.Status == StatusSucceeded && d.cfg.PruneImages && out.newImage != nil && j.Kind != kindService {
 		d.prune(context.WithoutCancel(runCtx), j, out.newImage.ID, out.oldImage, log)
 	}
 	j.FinishedAt = time.Now().UTC()
@@ -97,7 +104,11 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	default:
 		log.Info("deploy finished", attrs...)
 	}
-	d.refresh(context.WithoutCancel(runCtx), j.Target)
+	if j.Kind == kindService {
+		d.refreshService(context.WithoutCancel(runCtx), j.Target)
+	} else {
+		d.refresh(context.WithoutCancel(runCtx), j.Target)
+	}
 }
 
 // imageAge is now minus the image's created time, when that is plausible:

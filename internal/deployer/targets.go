@@ -38,7 +38,8 @@ func (d *Deployer) inScope(labels map[string]string) bool {
 	return !d.cfg.labelHasValue || v == d.cfg.labelValue
 }
 
-// relist rebuilds the target set from a full container list.
+// relist rebuilds the target set from a full container list and, on a
+// swarm manager, the service list.
 func (d *Deployer) relist(ctx context.Context) error {
 	list, err := d.docker.ContainerList(ctx, container.ListOptions{
 		Filters: d.labelFilters(filters.Arg("status", "running")),
@@ -58,6 +59,17 @@ func (d *Deployer) relist(ctx context.Context) error {
 		if ok {
 			fresh[t.Name] = t
 		}
+	}
+	services, err := d.listServices(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range services {
+		if _, taken := fresh[t.Name]; taken {
+			d.log.Warn("service ignored: a container target has the same name", "target", t.Name)
+			continue
+		}
+		fresh[t.Name] = t
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -91,7 +103,7 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name, old := range d.targets {
-		if old.ID != idOrName && old.ID != t.ID && name != idOrName {
+		if old.Kind == kindService || old.ID != idOrName && old.ID != t.ID && name != idOrName {
 			continue
 		}
 		if ok && name == t.Name {
@@ -104,6 +116,10 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 		delete(d.targets, name)
 	}
 	if ok {
+		if old, taken := d.targets[t.Name]; taken && old.Kind == kindService {
+			d.log.Warn("container ignored: a service target has the same name", "target", t.Name)
+			return
+		}
 		d.putTargetLocked(t)
 		d.targets[t.Name] = t
 	}
@@ -206,23 +222,30 @@ func hasDigest(repoDigests []string, ref ImageRef, digest string) bool {
 	return digest != "" && repoDigest(repoDigests, ref, digest) == digest
 }
 
-// follow keeps the target set current from the event stream until ctx is
+// follow keeps the target set current from the event streams until ctx is
 // done, re-subscribing with backoff and relisting after every gap.
 func (d *Deployer) follow(ctx context.Context) {
 	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
 	for ctx.Err() == nil {
 		evCtx, cancel := context.WithCancel(ctx)
-		msgs, errs := d.docker.Events(evCtx, events.ListOptions{Filters: d.labelFilters(
+		var s streams
+		s.containers, s.containerErrs = d.docker.Events(evCtx, events.ListOptions{Filters: d.labelFilters(
 			filters.Arg("type", string(events.ContainerEventType)),
 			filters.Arg("event", string(events.ActionStart)),
 			filters.Arg("event", string(events.ActionDie)),
 			filters.Arg("event", string(events.ActionDestroy)),
 			filters.Arg("event", string(events.ActionRename)),
 		)})
+		// Service events carry no labels, so they cannot be filtered by
+		// label; they are few (create, update, remove), and each is checked
+		// with an inspect. An engine outside a swarm sends none.
+		s.services, s.serviceErrs = d.docker.Events(evCtx, events.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("type", string(events.ServiceEventType)),
+		)})
 		// Relist after subscribing so nothing falls between list and stream.
 		err := d.relist(ctx)
 		if err == nil {
-			err = d.stream(ctx, msgs, errs, &bo)
+			err = d.stream(ctx, s, &bo)
 		}
 		cancel()
 		if ctx.Err() != nil {
@@ -236,17 +259,31 @@ func (d *Deployer) follow(ctx context.Context) {
 	}
 }
 
-func (d *Deployer) stream(ctx context.Context, msgs <-chan events.Message, errs <-chan error, bo *backoff) error {
+// streams are the two event subscriptions follow keeps.
+type streams struct {
+	containers, services       <-chan events.Message
+	containerErrs, serviceErrs <-chan error
+}
+
+func (d *Deployer) stream(ctx context.Context, s streams, bo *backoff) error {
 	for {
 		select {
-		case m := <-msgs:
+		case m := <-s.containers:
 			bo.reset()
 			d.refresh(ctx, m.Actor.ID)
-		case err := <-errs:
+		case m := <-s.services:
+			bo.reset()
+			d.refreshService(ctx, m.Actor.ID)
+		case err := <-s.containerErrs:
 			if err == nil {
 				return fmt.Errorf("event stream closed")
 			}
 			return fmt.Errorf("event stream: %w", err)
+		case err := <-s.serviceErrs:
+			if err == nil {
+				return fmt.Errorf("service event stream closed")
+			}
+			return fmt.Errorf("service event stream: %w", err)
 		case <-ctx.Done():
 			return nil
 		}

@@ -1,0 +1,205 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/swarm"
+)
+
+func TestServiceTarget(t *testing.T) {
+	const dg = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	one := uint64(1)
+	svc := func(image string, labels map[string]string, mode swarm.ServiceMode) swarm.Service {
+		return swarm.Service{ID: "svc-id", Spec: swarm.ServiceSpec{
+			Annotations:  swarm.Annotations{Name: "web", Labels: labels},
+			TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: image}},
+			Mode:         mode,
+		}}
+	}
+	on := map[string]string{LabelEnable: "true", "scope": "a"}
+	replicated := swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}}
+	tests := []struct {
+		name       string
+		svc        swarm.Service
+		ok         bool
+		image, tag string
+		digest     string
+	}{
+		{"pinned by the CLI", svc("ghcr.io/acme/web:1.2@"+dg, on, replicated), true, "ghcr.io/acme/web", "1.2", dg},
+		{"tag only", svc("ghcr.io/acme/web:latest", on, replicated), true, "ghcr.io/acme/web", "latest", ""},
+		{"familiar name", svc("nginx:latest@"+dg, on, swarm.ServiceMode{Global: &swarm.GlobalService{}}), true, "docker.io/library/nginx", "latest", dg},
+		{"registry with port", svc("127.0.0.1:5000/acme/web:v1@"+dg, on, replicated), true, "127.0.0.1:5000/acme/web", "v1", dg},
+		{"digest only follows nothing", svc("ghcr.io/acme/web@"+dg, on, replicated), false, "", "", ""},
+		{"registry port, digest only", svc("127.0.0.1:5000/acme/web@"+dg, on, replicated), false, "", "", ""},
+		{"not labelled", svc("ghcr.io/acme/web:latest", map[string]string{"scope": "a"}, replicated), false, "", "", ""},
+		{"label false", svc("ghcr.io/acme/web:latest", map[string]string{LabelEnable: "false", "scope": "a"}, replicated), false, "", "", ""},
+		{"out of scope", svc("ghcr.io/acme/web:latest", map[string]string{LabelEnable: "true", "scope": "b"}, replicated), false, "", "", ""},
+		{"job mode", svc("ghcr.io/acme/web:latest", on, swarm.ServiceMode{ReplicatedJob: &swarm.ReplicatedJob{}}), false, "", "", ""},
+	}
+	d := New(nil, Config{LabelFilter: "scope=a"})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := d.serviceTarget(tt.svc)
+			if ok != tt.ok {
+				t.Fatalf("serviceTarget(%q) ok = %v, want %v", tt.svc.Spec.TaskTemplate.ContainerSpec.Image, ok, tt.ok)
+			}
+			if !ok {
+				return
+			}
+			if got.Kind != kindService || got.Name != "web" || got.ID != "svc-id" || got.Image != tt.image || got.Tag != tt.tag ||
+				got.Digest != tt.digest || got.ImageID != "" || got.Ref.Digest != "" {
+				t.Errorf("serviceTarget() = %+v, want service web %s:%s pinned %q, no image id", got, tt.image, tt.tag, tt.digest)
+			}
+		})
+	}
+	t.Run("plugin", func(t *testing.T) {
+		s := svc("x", on, replicated)
+		s.Spec.TaskTemplate.ContainerSpec = nil
+		if _, ok := d.serviceTarget(s); ok {
+			t.Errorf("serviceTarget(plugin service) ok = true, want false")
+		}
+	})
+}
+
+func TestUpdatedSpec(t *testing.T) {
+	const image = "ghcr.io/acme/web:latest@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	base := func(ports ...swarm.PortConfig) swarm.ServiceSpec {
+		s := swarm.ServiceSpec{
+			Annotations:  swarm.Annotations{Name: "web"},
+			TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: "ghcr.io/acme/web:latest@sha256:1111", Env: []string{"A=1"}}, ForceUpdate: 3},
+		}
+		if ports != nil {
+			s.EndpointSpec = &swarm.EndpointSpec{Ports: ports}
+		}
+		return s
+	}
+	own := &swarm.UpdateConfig{Parallelism: 2, FailureAction: swarm.UpdateFailureActionPause, Order: swarm.UpdateOrderStopFirst, Delay: time.Minute}
+	withOwn := base()
+	withOwn.UpdateConfig = own
+	tests := []struct {
+		name      string
+		spec      swarm.ServiceSpec
+		force     bool
+		wantOrder string
+		wantOwn   bool
+		wantForce uint64
+	}{
+		{"no ports: start first", base(), false, swarm.UpdateOrderStartFirst, false, 3},
+		{"ingress port: start first", base(swarm.PortConfig{TargetPort: 80, PublishedPort: 8080, PublishMode: swarm.PortConfigPublishModeIngress}), false, swarm.UpdateOrderStartFirst, false, 3},
+		{"host port: stop first", base(swarm.PortConfig{TargetPort: 80, PublishedPort: 8080, PublishMode: swarm.PortConfigPublishModeHost}), false, swarm.UpdateOrderStopFirst, false, 3},
+		{"own config kept", withOwn, false, swarm.UpdateOrderStopFirst, true, 3},
+		{"force bumps ForceUpdate", base(), true, swarm.UpdateOrderStartFirst, false, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			origImage := tt.spec.TaskTemplate.ContainerSpec.Image
+			got := updatedSpec(tt.spec, image, tt.force, 7*time.Second)
+			if got.TaskTemplate.ContainerSpec.Image != image {
+				t.Errorf("image = %q, want %q", got.TaskTemplate.ContainerSpec.Image, image)
+			}
+			if tt.spec.TaskTemplate.ContainerSpec.Image != origImage {
+				t.Errorf("updatedSpec changed the caller's spec: image %q", tt.spec.TaskTemplate.ContainerSpec.Image)
+			}
+			if fmt.Sprint(got.TaskTemplate.ContainerSpec.Env) != "[A=1]" {
+				t.Errorf("env = %v, want the service's own [A=1]", got.TaskTemplate.ContainerSpec.Env)
+			}
+			if got.TaskTemplate.ForceUpdate != tt.wantForce {
+				t.Errorf("ForceUpdate = %d, want %d", got.TaskTemplate.ForceUpdate, tt.wantForce)
+			}
+			uc := got.UpdateConfig
+			switch {
+			case tt.wantOwn:
+				if uc != own {
+					t.Errorf("UpdateConfig = %+v, want the service's own %+v", uc, own)
+				}
+			case uc == nil:
+				t.Errorf("UpdateConfig = nil, want hookd's safe one")
+			default:
+				if uc.Order != tt.wantOrder || uc.FailureAction != swarm.UpdateFailureActionRollback || uc.Parallelism != 1 || uc.Monitor != 7*time.Second {
+					t.Errorf("UpdateConfig = %+v, want order %s, rollback, parallelism 1, monitor 7s", uc, tt.wantOrder)
+				}
+			}
+		})
+	}
+}
+
+func TestNewUpdate(t *testing.T) {
+	t1 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	t2 := t1.Add(time.Minute)
+	done := &swarm.UpdateStatus{State: swarm.UpdateStateCompleted, StartedAt: &t1}
+	tests := []struct {
+		name       string
+		stale, cur *swarm.UpdateStatus
+		want       bool
+	}{
+		{"not started yet", nil, nil, false},
+		{"first update of the service", nil, &swarm.UpdateStatus{State: swarm.UpdateStateUpdating, StartedAt: &t2}, true},
+		{"previous update still shown", done, &swarm.UpdateStatus{State: swarm.UpdateStateCompleted, StartedAt: &t1}, false},
+		{"ours started", done, &swarm.UpdateStatus{State: swarm.UpdateStateUpdating, StartedAt: &t2}, true},
+	}
+	for _, tt := range tests {
+		if got := newUpdate(tt.stale, tt.cur); got != tt.want {
+			t.Errorf("%s: newUpdate() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestTaskFailureFromTaskStatus(t *testing.T) {
+	// Tasks that ran on another node: only their status tells.
+	tests := []struct {
+		name       string
+		status     swarm.TaskStatus
+		reason     string
+		detailWant string
+	}{
+		{"unhealthy, killed", swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (137): container unhealthy"}, ReasonUnhealthy, "container unhealthy"},
+		{"crashed", swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (3)"}, ReasonExited, "non-zero exit (3)"},
+		{"rejected", swarm.TaskStatus{State: swarm.TaskStateRejected, Err: "No such image: ghcr.io/acme/web:latest@sha256:…"}, ReasonStartFailed, "No such image"},
+		{"completed in the monitor period", swarm.TaskStatus{State: swarm.TaskStateComplete, Message: "finished"}, ReasonUnhealthy, "complete (finished)"},
+	}
+	d := New(nil, Config{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reason, detail := d.taskFailure(context.Background(), swarm.Task{ID: "t1", Status: tt.status})
+			if reason != tt.reason || !strings.Contains(detail, tt.detailWant) {
+				t.Errorf("taskFailure(%+v) = %q, %q, want %q with %q", tt.status, reason, detail, tt.reason, tt.detailWant)
+			}
+		})
+	}
+}
+
+func TestNotManager(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("list: %w", cerrdefs.ErrUnavailable), true},
+		{errors.New(`Error response from daemon: This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.`), true},
+		{errors.New("connection refused"), false},
+		{cerrdefs.ErrNotFound, false},
+	}
+	for _, tt := range tests {
+		if got := notManager(tt.err); got != tt.want {
+			t.Errorf("notManager(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestSubmitServiceJobKind(t *testing.T) {
+	d := queueDeployer(t, Config{}, "web")
+	ref, _ := ParseRef("ghcr.io/acme/api:latest")
+	d.targets["api"] = Target{Name: "api", ID: "svc-id", Kind: kindService, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
+	jobs, err := d.Submit(context.Background(), Request{Repository: "ghcr.io/acme/api", Trigger: TriggerWebhook})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Submit() = %v, %v, want one job", jobs, err)
+	}
+	if jobs[0].Target != "api" || jobs[0].Kind != kindService || jobs[0].Image != "ghcr.io/acme/api:latest" {
+		t.Errorf("job = %+v, want a service job for api on ghcr.io/acme/api:latest", jobs[0])
+	}
+}
