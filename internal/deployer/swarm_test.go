@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
@@ -62,10 +63,12 @@ type serviceOptions struct {
 	containerLabels map[string]string // labels of the task containers
 	update          *swarm.UpdateConfig
 	publish         bool // publish the app's port in host mode on a free port
+	registryAuth    string
 }
 
 // createService creates a one-replica service pinned to its image's digest
-// (as `docker service create` does), waits for its task to run and returns
+// (as `docker service create` does; an image given with a digest is taken
+// as it is), waits for its task to run and returns
 // the service id, name and, when published, the app's address. A cleanup
 // removes it and waits until Swarm removed its task containers.
 func createService(ctx context.Context, t *testing.T, cli *client.Client, o serviceOptions) (id, name, addr string) {
@@ -94,7 +97,10 @@ func createService(ctx context.Context, t *testing.T, cli *client.Client, o serv
 		}}}
 		addr = net.JoinHostPort("127.0.0.1", strconv.FormatUint(port, 10))
 	}
-	resp, err := cli.ServiceCreate(ctx, spec, swarm.ServiceCreateOptions{QueryRegistry: true})
+	resp, err := cli.ServiceCreate(ctx, spec, swarm.ServiceCreateOptions{
+		EncodedRegistryAuth: o.registryAuth,
+		QueryRegistry:       !strings.Contains(o.image, "@"),
+	})
 	if err != nil {
 		t.Fatalf("create service %s: %v", name, err)
 	}
@@ -102,7 +108,7 @@ func createService(ctx context.Context, t *testing.T, cli *client.Client, o serv
 	t.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := cli.ServiceRemove(cctx, id); err != nil {
+		if err := cli.ServiceRemove(cctx, id); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("remove service %s: %v", name, err)
 			return
 		}
@@ -335,6 +341,108 @@ func TestIntegrationSwarmService(t *testing.T) {
 		waitUntil(ctx, t, 20*time.Second, "old task container stopped by swarm", func() (bool, string) {
 			c, err := cli.ContainerInspect(ctx, onTask.Status.ContainerStatus.ContainerID)
 			return err != nil || !c.State.Running, fmt.Sprint(err)
+		})
+	})
+	t.Run("private registry: credentials reach the nodes", func(t *testing.T) {
+		cli := dockertest.Docker(t)
+		reg := dockertest.NewRegistry(t, dockertest.WithBearerAuth("bot", "right"))
+		const repo = "hookd/swarm-private"
+		d1 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+		// v1 is on the node already and the service holds no credentials:
+		// only those hookd passes with its update let the node pull v2.
+		dockertest.Pull(ctx, t, cli, reg.Ref(repo, "latest"), reg.RegistryAuth("bot", "right"))
+		own := &swarm.UpdateConfig{Parallelism: 1, FailureAction: swarm.UpdateFailureActionRollback, Monitor: time.Second, Order: swarm.UpdateOrderStopFirst}
+		id, name, addr := createService(ctx, t, cli, serviceOptions{
+			name: "private", image: reg.Ref(repo, "latest") + "@" + d1, labels: enabled(nil), publish: true, update: own,
+		})
+		waitVersion(ctx, t, addr, "v1")
+		d := startDeployer(ctx, t, cli, Config{Keychain: staticKeychain{"bot", "right"}})
+		waitTarget(ctx, t, d.Deployer, name)
+		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+		reg.ResetRequests()
+
+		j := deployOne(ctx, t, d.Deployer, Request{Target: name})
+		if j.Status != StatusSucceeded {
+			t.Fatalf("job status = %s (error %q, detail %q), want succeeded", j.Status, j.Error, j.RollbackDetail)
+		}
+		waitVersion(ctx, t, addr, "v2")
+		if got := pinnedDigest(t, inspectService(ctx, t, cli, id)); got != d2 {
+			t.Errorf("service pinned to %s, want %s", got, d2)
+		}
+		pulled := false
+		for _, r := range reg.Requests() {
+			if r.Method == "GET" && strings.HasSuffix(r.Path, "/manifests/"+d2) && r.Status == 200 && r.Auth == "bearer" {
+				pulled = true
+			}
+		}
+		if !pulled {
+			t.Errorf("registry saw no authorised GET of manifest %s: the node did not pull with hookd's credentials", d2)
+		}
+	})
+
+	t.Run("restart during the rollout follows it", func(t *testing.T) {
+		cli := dockertest.Docker(t)
+		reg := dockertest.NewRegistry(t)
+		const repo = "hookd/swarm-restart"
+		reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+		own := &swarm.UpdateConfig{Parallelism: 1, FailureAction: swarm.UpdateFailureActionRollback, Monitor: 5 * time.Second, Order: swarm.UpdateOrderStopFirst}
+		id, name, addr := createService(ctx, t, cli, serviceOptions{
+			name: "restart", image: reg.Ref(repo, "latest"), labels: enabled(nil), publish: true, update: own,
+		})
+		state := newMemState(0)
+		a := startDeployer(ctx, t, cli, Config{State: state})
+		waitTarget(ctx, t, a.Deployer, name)
+		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+		jobs, err := a.Submit(ctx, Request{Target: name, Trigger: TriggerWebhook})
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("Submit = %v, %v", jobs, err)
+		}
+		var started *time.Time
+		waitUntil(ctx, t, 20*time.Second, "swarm updating", func() (bool, string) {
+			us := inspectService(ctx, t, cli, id).UpdateStatus
+			if us != nil && us.State == swarm.UpdateStateUpdating {
+				started = us.StartedAt
+				return true, ""
+			}
+			return false, fmt.Sprintf("%+v", us)
+		})
+		a.stop()
+		if j, _ := state.Job(ctx, jobs[0].ID); j.Status != StatusQueued {
+			t.Fatalf("job after shutdown mid-rollout = %s (error %q), want queued", j.Status, j.Error)
+		}
+
+		b := startDeployer(ctx, t, cli, Config{State: state})
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		j, err := b.WaitJob(wctx, jobs[0].ID)
+		if err != nil || j.Status != StatusSucceeded {
+			t.Fatalf("resumed job = %s %q, %v, want succeeded (the rollout under way followed to its end)", j.Status, j.Error, err)
+		}
+		us := inspectService(ctx, t, cli, id).UpdateStatus
+		if us == nil || us.State != swarm.UpdateStateCompleted || !sameTime(us.StartedAt, started) {
+			t.Errorf("update status = %+v, want the one update started at %v, completed (no second update issued)", us, started)
+		}
+		if j.DigestAfter != d2 {
+			t.Errorf("job digest after = %s, want %s", j.DigestAfter, d2)
+		}
+		waitVersion(ctx, t, addr, "v2")
+	})
+
+	t.Run("services found and dropped from events", func(t *testing.T) {
+		cli := dockertest.Docker(t)
+		reg := dockertest.NewRegistry(t)
+		const repo = "hookd/swarm-events"
+		d1 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+		d := startDeployer(ctx, t, cli, Config{})
+		id, name, _ := createService(ctx, t, cli, serviceOptions{name: "later", image: reg.Ref(repo, "latest"), labels: enabled(nil)})
+		if tg := waitTarget(ctx, t, d.Deployer, name); tg.Kind != kindService || tg.Digest != d1 {
+			t.Errorf("target = %+v, want service pinned to %s", tg, d1)
+		}
+		if err := cli.ServiceRemove(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(ctx, t, 10*time.Second, "removed service gone from targets", func() (bool, string) {
+			return len(d.Targets()) == 0, fmt.Sprint(d.Targets())
 		})
 	})
 }
