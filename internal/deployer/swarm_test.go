@@ -17,8 +17,10 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/and3rn3t/hookd/internal/dockertest"
+	"github.com/and3rn3t/hookd/internal/metrics"
 )
 
 // Swarm integration tests: the engine becomes a single-node swarm manager
@@ -180,7 +182,8 @@ func TestIntegrationSwarmService(t *testing.T) {
 			name: "web", image: reg.Ref(repo, "latest"), labels: enabled(nil), publish: true,
 		})
 		waitVersion(ctx, t, addr, "v1")
-		d := startDeployer(ctx, t, cli, Config{})
+		promReg := prometheus.NewRegistry()
+		d := startDeployer(ctx, t, cli, Config{Metrics: metrics.New(promReg, metrics.BuildInfo{})})
 		tg := waitTarget(ctx, t, d.Deployer, name)
 		if tg.Kind != kindService || tg.ID != id || tg.Image != reg.Host+"/"+repo || tg.Tag != "latest" || tg.Digest != d1 || tg.ImageID != "" {
 			t.Errorf("target = %+v, want service %s following %s/%s:latest pinned to %s, no image id", tg, shortID(id), reg.Host, repo, d1)
@@ -216,6 +219,12 @@ func TestIntegrationSwarmService(t *testing.T) {
 		}
 		if got := testutilGauge(d.metrics.LastSuccessfulDeploy, name); got <= 0 {
 			t.Errorf("last successful deploy = %v, want a timestamp", got)
+		}
+		if got := histogramCount(t, promReg, "hookd_deploy_lead_time_seconds", "trigger", "webhook"); got != 1 {
+			t.Errorf("lead time observations = %d, want 1", got)
+		}
+		if got := histogramCount(t, promReg, "hookd_image_age_at_deploy_seconds", "", ""); got != 1 {
+			t.Errorf("image age observations = %d, want 1 (a task ran on this node)", got)
 		}
 		waitUntil(ctx, t, 10*time.Second, "target pinned to v2", func() (bool, string) {
 			tg := waitTarget(ctx, t, d.Deployer, name)
