@@ -197,8 +197,10 @@ type Target struct {
 	// ImageID is the id of the image the container runs; Digest its
 	// repository digest when known. A service has no ImageID (its nodes
 	// may run different platforms); Digest is the digest its spec pins.
-	ImageID       string        `json:"image_id"`
-	Digest        string        `json:"digest,omitempty"`
+	ImageID string `json:"image_id"`
+	Digest  string `json:"digest,omitempty"`
+	// HealthTimeout is the container's health gate; 0 for a service, whose
+	// tasks Swarm gates.
 	HealthTimeout time.Duration `json:"health_timeout"`
 }
 

@@ -78,8 +78,7 @@ func (d *Deployer) serviceTarget(s swarm.Service) (Target, bool) {
 	t.Digest = ref.Digest
 	ref.Digest = ""
 	t.Ref, t.Image, t.Tag = ref, ref.Repository(), ref.Tag
-	t.HealthTimeout = d.healthTimeout(s.Spec.Labels)
-	return t, true
+	return t, true // no HealthTimeout: the health gate is Swarm's
 }
 
 // followedRef parses a service image, usually "repo:tag@sha256:…" (Docker

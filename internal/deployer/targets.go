@@ -117,8 +117,8 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 	}
 	if ok {
 		if old, taken := d.targets[t.Name]; taken && old.Kind == kindService {
-			d.log.Warn("container ignored: a service target has the same name", "target", t.Name)
-			return
+			// As in relist: the container keeps the name.
+			d.log.Warn("service ignored: a container target has the same name", "target", t.Name)
 		}
 		d.putTargetLocked(t)
 		d.targets[t.Name] = t
