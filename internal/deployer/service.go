@@ -171,10 +171,6 @@ func (d *Deployer) deployService(ctx, runCtx context.Context, j *Job, log *slog.
 	if !j.Request.Force && digest == t.Digest {
 		return d.upToDateService(ctx, runCtx, j, svc, digest, log)
 	}
-	if !j.Request.Force && followsRollback(svc, digest) {
-		log.Info("a rollback from this digest is under way; following it")
-		return d.followService(ctx, runCtx, j, svc, nil, time.Now(), log)
-	}
 
 	auth, err := registryAuth(ctx, d.cfg.Keychain, ref)
 	if err != nil {
@@ -222,6 +218,12 @@ func (d *Deployer) upToDateService(ctx, runCtx context.Context, j *Job, svc swar
 		switch us.State {
 		case swarm.UpdateStateUpdating:
 			log.Info("swarm is still rolling this digest out; following it")
+			// While Swarm updates, PreviousSpec is what it updates from.
+			if p := svc.PreviousSpec; p != nil && p.TaskTemplate.ContainerSpec != nil {
+				if r, err := ParseRef(p.TaskTemplate.ContainerSpec.Image); err == nil {
+					j.DigestBefore = r.Digest
+				}
+			}
 			return d.followService(ctx, runCtx, j, svc, nil, time.Now(), log)
 		case swarm.UpdateStatePaused:
 			return outcome{status: StatusFailed, err: fmt.Errorf("the update of service %s to this digest is paused by swarm: %s; "+
@@ -229,17 +231,6 @@ func (d *Deployer) upToDateService(ctx, runCtx context.Context, j *Job, svc swar
 		}
 	}
 	return outcome{status: StatusUpToDate}
-}
-
-// followsRollback reports whether Swarm is rolling svc back from digest:
-// re-issuing that update would only fail again.
-func followsRollback(svc swarm.Service, digest string) bool {
-	us, prev := svc.UpdateStatus, svc.PreviousSpec
-	if us == nil || us.State != swarm.UpdateStateRollbackStarted || prev == nil || prev.TaskTemplate.ContainerSpec == nil {
-		return false
-	}
-	ref, err := ParseRef(prev.TaskTemplate.ContainerSpec.Image)
-	return err == nil && ref.Digest == digest
 }
 
 func (d *Deployer) inspectService(ctx context.Context, name string) (swarm.Service, error) {

@@ -393,7 +393,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		cli := dockertest.Docker(t)
 		reg := dockertest.NewRegistry(t)
 		const repo = "hookd/swarm-restart"
-		reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+		d1 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
 		own := &swarm.UpdateConfig{Parallelism: 1, FailureAction: swarm.UpdateFailureActionRollback, Monitor: 5 * time.Second, Order: swarm.UpdateOrderStopFirst}
 		id, name, addr := createService(ctx, t, cli, serviceOptions{
 			name: "restart", image: reg.Ref(repo, "latest"), labels: enabled(nil), publish: true, update: own,
@@ -431,8 +431,8 @@ func TestIntegrationSwarmService(t *testing.T) {
 		if us == nil || us.State != swarm.UpdateStateCompleted || !sameTime(us.StartedAt, started) {
 			t.Errorf("update status = %+v, want the one update started at %v, completed (no second update issued)", us, started)
 		}
-		if j.DigestAfter != d2 {
-			t.Errorf("job digest after = %s, want %s", j.DigestAfter, d2)
+		if j.DigestBefore != d1 || j.DigestAfter != d2 {
+			t.Errorf("job digests before, after = %s, %s, want %s, %s", j.DigestBefore, j.DigestAfter, d1, d2)
 		}
 		waitVersion(ctx, t, addr, "v2")
 	})
