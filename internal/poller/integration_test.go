@@ -137,7 +137,8 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 
 	pushed := time.Now()
 	v2 := reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-	waitUntil(t, 2*interval, "a poll request", func() (bool, string) {
+	unchangedAtPush := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollUnchanged))
+	waitUntil(t, 3*interval, "a poll request", func() (bool, string) {
 		reqs, _ := sub.requests()
 		return len(reqs) > 0, "none yet"
 	})
@@ -145,8 +146,11 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	if len(reqs) != 1 || reqs[0].Trigger != deployer.TriggerPoll || reqs[0].Digest != v2 || reqs[0].Target != name {
 		t.Fatalf("requests = %+v, want one poll request for %s with %s", reqs, name, v2)
 	}
-	if lag, limit := at[0].Sub(pushed), interval+interval/10+500*time.Millisecond; lag > limit {
-		t.Errorf("new digest found %v after the push, want within one interval (%v)", lag, limit)
+	// Counted in poll rounds, not seconds (this machine is shared and
+	// noisy): the first check after the push finds the new digest. One
+	// check may have been under way while the push finished.
+	if missed := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollUnchanged)) - unchangedAtPush; missed > 1 {
+		t.Errorf("%v checks after the push saw the old digest, want the first one to find the new (found %v after the push)", missed, at[0].Sub(pushed))
 	}
 	waitUntil(t, 60*time.Second, "the container to answer v2", func() (bool, string) {
 		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
