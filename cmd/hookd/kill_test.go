@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,21 +44,10 @@ func startChild(t *testing.T, env map[string]string) (*exec.Cmd, *lockedBuffer) 
 			t.Logf("child hookd log:\n%s", logs.String())
 		}
 	})
-	url := "http://" + env["HOOKD_LISTEN"]
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return cmd, logs
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child hookd not ready within 30s:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, 30*time.Second, "child hookd ready", func() (bool, string) {
+		return answers("http://"+env["HOOKD_LISTEN"]+"/readyz", http.StatusOK)
+	})
+	return cmd, logs
 }
 
 // TestKilledAfterAcceptDeploysExactlyOnce: hookd answers 202 and is killed
@@ -101,30 +91,14 @@ func TestKilledAfterAcceptDeploysExactlyOnce(t *testing.T) {
 	}
 
 	startChild(t, env)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, cname))
-		if err == nil && v == "v2" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s answers %q (%v) 60s after the restart, want v2", cname, v, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitVersion(ctx, t, cli, cname, "v2")
 
 	// Exactly one job came of the delivery, and it succeeded.
 	var jobs []map[string]any
-	for {
+	waitFor(t, 30*time.Second, "job final", func() (bool, string) {
 		jobs = apiJobs(t, d.url, token)
-		if len(jobs) > 0 && jobs[0]["status"] != "queued" && jobs[0]["status"] != "running" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job not final: %v", jobs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(jobs) > 0 && jobs[0]["status"] != "queued" && jobs[0]["status"] != "running", fmt.Sprint(jobs)
+	})
 	var fromDelivery []map[string]any
 	for _, j := range jobs {
 		if j["request_id"] == "killed-1" {

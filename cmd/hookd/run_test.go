@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
+
 	"github.com/and3rn3t/hookd/internal/dockertest"
 )
 
@@ -90,25 +92,15 @@ func startDaemon(ctx context.Context, t *testing.T, env map[string]string) *daem
 			t.Logf("hookd log:\n%s", d.logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(d.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return d
-			}
-		}
+	waitFor(t, 20*time.Second, "/healthz", func() (bool, string) {
 		select {
 		case err := <-d.done:
 			t.Fatalf("run() returned before serving: %v\n%s", err, d.logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz did not answer within 20s: %v\n%s", err, d.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return answers(d.url+"/healthz", http.StatusOK)
+	})
+	return d
 }
 
 // deliver POSTs a signed GitHub delivery and decodes the JSON answer.
@@ -274,36 +266,47 @@ func TestRunDeploysOnSignedDelivery(t *testing.T) {
 		t.Errorf("delivery answer %v does not name target %s", out, cname)
 	}
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		addr := dockertest.HostPort(ctx, t, cli, cname)
-		v, err := dockertest.Version(ctx, addr)
-		if err == nil && v == "v2" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s answers %q (%v) 60s after the delivery, want v2", cname, v, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitVersion(ctx, t, cli, cname, "v2")
 }
 
 func waitReady(t *testing.T, d *daemon) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitFor(t, 30*time.Second, "/readyz", func() (bool, string) { return answers(d.url+"/readyz", http.StatusOK) })
+}
+
+// waitFor polls cond every 50ms and fails the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(d.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		ok, desc := cond()
+		if ok {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not ready within 30s")
+			t.Fatalf("%s not reached within %v: %s", what, timeout, desc)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// answers reports whether GET url answers with status.
+func answers(url string, status int) (bool, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp.Body.Close()
+	return resp.StatusCode == status, resp.Status
+}
+
+// waitVersion waits until the container's published port answers want.
+func waitVersion(ctx context.Context, t *testing.T, cli *client.Client, name, want string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, name+" answering "+want, func() (bool, string) {
+		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
+		return err == nil && v == want, fmt.Sprintf("answers %q (%v)", v, err)
+	})
 }
 
 // TestRunCatchesUpAtStart: an image pushed while hookd was down (the
@@ -326,15 +329,5 @@ func TestRunCatchesUpAtStart(t *testing.T) {
 		"HOOKD_POLL_INTERVAL": "1h",
 		"HOOKD_SETTLE_TIME":   "1s",
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, cname))
-		if err == nil && v == "v2" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s answers %q (%v) 60s after start, want v2 from the catch-up check", cname, v, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitVersion(ctx, t, cli, cname, "v2")
 }
