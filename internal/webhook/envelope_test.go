@@ -51,6 +51,8 @@ var decodeCases = []string{
 // error.
 func refEnvelope(payload []byte) (packageEnvelope, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
+	// Numbers as text: 1e700 is valid JSON though no float64 holds it.
+	dec.UseNumber()
 	v, err := refValue(dec)
 	if err != nil {
 		return packageEnvelope{}, err
