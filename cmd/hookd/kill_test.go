@@ -59,13 +59,7 @@ func TestKilledAfterAcceptDeploysExactlyOnce(t *testing.T) {
 	reg := dockertest.NewRegistry(t)
 	const owner, name = "octo", "killed"
 	repo := owner + "/" + name
-	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
-	_, cname := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
-		Image:  reg.Ref(repo, "latest"),
-		Name:   "hookd-killed",
-		Labels: map[string]string{"hookd.enable": "true"},
-		Ports:  map[string]string{"8080/tcp": ""},
-	})
+	cname := runTarget(ctx, t, cli, reg, repo, "hookd-killed")
 	const token = "kill-test-token-0123456789"
 	env := map[string]string{
 		"HOOKD_LISTEN":         freeAddr(t),

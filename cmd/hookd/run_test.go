@@ -243,13 +243,7 @@ func TestRunDeploysOnSignedDelivery(t *testing.T) {
 	reg := dockertest.NewRegistry(t)
 	const owner, name = "octo", "web"
 	repo := owner + "/" + name
-	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
-	_, cname := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
-		Image:  reg.Ref(repo, "latest"),
-		Name:   "hookd-run",
-		Labels: map[string]string{"hookd.enable": "true"},
-		Ports:  map[string]string{"8080/tcp": ""},
-	})
+	cname := runTarget(ctx, t, cli, reg, repo, "hookd-run")
 	d := startDaemon(ctx, t, map[string]string{
 		"HOOKD_REGISTRY_HOST":  reg.Host,
 		"HOOKD_HEALTH_TIMEOUT": "30s",
@@ -300,6 +294,20 @@ func answers(url string, status int) (bool, string) {
 	return resp.StatusCode == status, resp.Status
 }
 
+// runTarget pushes v1 of repo and runs it as a labelled target with a
+// published port; it returns the container's name.
+func runTarget(ctx context.Context, t *testing.T, cli *client.Client, reg *dockertest.Registry, repo, base string) string {
+	t.Helper()
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image:  reg.Ref(repo, "latest"),
+		Name:   base,
+		Labels: map[string]string{"hookd.enable": "true"},
+		Ports:  map[string]string{"8080/tcp": ""},
+	})
+	return name
+}
+
 // waitVersion waits until the container's published port answers want.
 func waitVersion(ctx context.Context, t *testing.T, cli *client.Client, name, want string) {
 	t.Helper()
@@ -316,13 +324,7 @@ func TestRunCatchesUpAtStart(t *testing.T) {
 	cli := dockertest.Docker(t)
 	reg := dockertest.NewRegistry(t, dockertest.WithBearerAuth("", ""))
 	repo := "octo/catchup"
-	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
-	_, cname := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
-		Image:  reg.Ref(repo, "latest"),
-		Name:   "hookd-catchup",
-		Labels: map[string]string{"hookd.enable": "true"},
-		Ports:  map[string]string{"8080/tcp": ""},
-	})
+	cname := runTarget(ctx, t, cli, reg, repo, "hookd-catchup")
 	reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 
 	startDaemon(ctx, t, map[string]string{
