@@ -154,8 +154,8 @@ func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger)
 	}
 	j.Image = ref.Repository() + ":" + ref.Tag
 	log = log.With("image", j.Image)
-	if err := d.refuse(ctx, cur); err != nil {
-		return d.interrupted(runCtx, fail(err))
+	if err := d.refuse(cur); err != nil {
+		return fail(err)
 	}
 
 	var oldImg *image.InspectResponse
@@ -170,11 +170,20 @@ func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger)
 		return outcome{status: StatusUpToDate}
 	}
 
+	// Finding containers that share cur's network namespace lists every
+	// container, which takes tens of milliseconds on a busy engine: ask
+	// while the pull runs rather than before it.
+	shared := make(chan error, 1)
+	go func() { shared <- d.sharedNamespace(ctx, cur) }()
 	t0 := time.Now()
 	err = d.pull(ctx, ref, log)
 	d.phase(j, "pull", t0)
+	sharedErr := <-shared
 	if err != nil {
 		return d.interrupted(runCtx, fail(err))
+	}
+	if sharedErr != nil {
+		return d.interrupted(runCtx, fail(sharedErr))
 	}
 	newImg, err := d.docker.ImageInspect(ctx, ref.Repository()+":"+ref.Tag)
 	if err != nil {
@@ -213,8 +222,8 @@ func (d *Deployer) phase(j *Job, name string, since time.Time) {
 	d.metrics.DeployDuration.WithLabelValues(name).Observe(s)
 }
 
-// refuse returns why cur must not be recreated, or nil.
-func (d *Deployer) refuse(ctx context.Context, cur containerInspect) error {
+// refuse returns why cur must not be recreated, or nil; it does no I/O.
+func (d *Deployer) refuse(cur containerInspect) error {
 	name := strings.TrimPrefix(cur.Name, "/")
 	if self := d.cfg.SelfID; self != "" && (cur.ID == self || len(self) >= 12 && strings.HasPrefix(cur.ID, self)) {
 		return fmt.Errorf("hookd cannot replace its own container %q: stopping it would end the deploy half way; "+
@@ -225,6 +234,14 @@ func (d *Deployer) refuse(ctx context.Context, cur containerInspect) error {
 		return fmt.Errorf("container %q was started with --rm (AutoRemove): stopping it would delete it and leave no way back; "+
 			"recreate it without --rm to let hookd deploy it", name)
 	}
+	return nil
+}
+
+// sharedNamespace returns an error naming a container that uses cur's
+// network namespace (network_mode container:NAME): recreating cur would cut
+// it off.
+func (d *Deployer) sharedNamespace(ctx context.Context, cur containerInspect) error {
+	name := strings.TrimPrefix(cur.Name, "/")
 	all, err := d.docker.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
