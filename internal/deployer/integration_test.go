@@ -462,6 +462,9 @@ func TestIntegrationRollback(t *testing.T) {
 		{"unhealthy", dockertest.App{Version: "v3", Unhealthy: true}, ReasonUnhealthy, "unhealthy"},
 		{"crashing", dockertest.App{Version: "v3", Crash: true}, ReasonExited, "exit code 3"},
 		{"never healthy", dockertest.App{Version: "v3", SlowStart: time.Minute}, ReasonTimeout, "not healthy within 3s"},
+		// An image whose default command does not exist: the engine creates
+		// the container but cannot start it.
+		{"start fails", dockertest.App{Version: "v3", Cmd: []string{"/no-such-binary"}}, ReasonStartFailed, "/no-such-binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -759,6 +762,70 @@ func TestIntegrationNetworkModeNone(t *testing.T) {
 	}
 	if mode := inspect(ctx, t, cli, name).HostConfig.NetworkMode; mode != "none" {
 		t.Errorf("network mode = %q, want none", mode)
+	}
+}
+
+// TestIntegrationNetworkModeHost deploys a container on the host's network:
+// there is nothing to carry over but the mode, and the new container can
+// only bind the port once the old one has stopped.
+func TestIntegrationNetworkModeHost(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/hostnet"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	port := freePort(t)
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "hostnet", Labels: enabled(nil), NetworkMode: "host",
+		Env: []string{"TESTAPP_PORT=" + port},
+	})
+	addr := "127.0.0.1:" + port
+	waitVersion(ctx, t, addr, "v1")
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	j := deployOne(ctx, t, d.Deployer, Request{Target: name})
+	if j.Status != StatusSucceeded {
+		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
+	}
+	waitVersion(ctx, t, addr, "v2")
+	if mode := inspect(ctx, t, cli, name).HostConfig.NetworkMode; mode != "host" {
+		t.Errorf("network mode = %q, want host", mode)
+	}
+}
+
+// TestIntegrationNetworkModeContainer deploys a container that lives in
+// another container's network namespace (network_mode container:NAME, a
+// VPN sidecar's usual set-up): the replacement joins the same namespace and
+// answers through the port the other container publishes.
+func TestIntegrationNetworkModeContainer(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/sharednet"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	// The namespace's owner is not a target; it publishes the app's port
+	// and serves on another one itself.
+	_, holder := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "netholder",
+		Ports: map[string]string{dockertest.AppPort: ""}, Env: []string{"TESTAPP_PORT=9090"},
+	})
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "sharednet", Labels: enabled(nil), NetworkMode: "container:" + holder,
+	})
+	addr := dockertest.HostPort(ctx, t, cli, holder)
+	waitVersion(ctx, t, addr, "v1")
+	d := startDeployer(ctx, t, cli, Config{})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	j := deployOne(ctx, t, d.Deployer, Request{Target: name})
+	if j.Status != StatusSucceeded {
+		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
+	}
+	waitVersion(ctx, t, addr, "v2")
+	holderID := inspect(ctx, t, cli, holder).ID
+	if mode := string(inspect(ctx, t, cli, name).HostConfig.NetworkMode); mode != "container:"+holder && mode != "container:"+holderID {
+		t.Errorf("network mode = %q, want container:%s", mode, holder)
 	}
 }
 

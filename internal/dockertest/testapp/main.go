@@ -1,9 +1,11 @@
 // Command testapp is the program inside the dockertest images. It is built
 // by the dockertest package for the engine's architecture and never shipped.
 //
-//	testapp serve   serve HTTP on :8080
+//	testapp serve   serve HTTP on :8080 (or :$TESTAPP_PORT)
 //	testapp health  exit 0 when healthy, 1 otherwise (the image's healthcheck)
 //
+// TESTAPP_PORT moves both to another port, for containers that share a
+// network namespace (network_mode host or container:NAME).
 // Its behaviour is steered by files in the image, so that one binary serves
 // every variant: /version (what GET / answers), /crash (exit 3 ~300ms after
 // start), /slowstart (a Go duration: not ready before it has passed) and
@@ -25,12 +27,18 @@ import (
 )
 
 const (
-	listenAddr  = ":8080"
-	healthURL   = "http://127.0.0.1:8080/healthz"
 	crashDelay  = 300 * time.Millisecond
 	crashCode   = 3
 	maxFileBody = 1 << 20
 )
+
+// port is where serve listens and health asks.
+func port() string {
+	if p := os.Getenv("TESTAPP_PORT"); p != "" {
+		return p
+	}
+	return "8080"
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -131,6 +139,7 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
+	listenAddr := ":" + port()
 	srv := &http.Server{Addr: listenAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
@@ -159,7 +168,7 @@ func health(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, healthURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port()+"/healthz", nil)
 	if err != nil {
 		return err
 	}
