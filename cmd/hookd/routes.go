@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/felixge/httpsnoop"
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -111,9 +111,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func requestLog(logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			start := time.Now()
-			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-			next.ServeHTTP(ww, r)
+			m := httpsnoop.CaptureMetrics(next, w, r)
 			level := slog.LevelInfo
 			switch r.URL.Path {
 			case "/healthz", "/readyz", "/metrics":
@@ -122,9 +120,9 @@ func requestLog(logger *slog.Logger) func(http.Handler) http.Handler {
 			logger.Log(r.Context(), level, "http request",
 				"method", r.Method,
 				"path", r.URL.Path,
-				"status", ww.Status(),
-				"bytes", ww.BytesWritten(),
-				"duration_seconds", time.Since(start).Seconds(),
+				"status", m.Code,
+				"bytes", m.Written,
+				"duration_seconds", m.Duration.Seconds(),
 				"remote", r.RemoteAddr,
 			)
 		})

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 )
 
@@ -69,19 +68,14 @@ func tokenMatches(token []byte, accepted [][sha256.Size]byte) bool {
 	return match == 1
 }
 
-// clientIP is the key failed attempts are counted under: the IP a
-// ClientIPFrom* middleware of chi resolved upstream (the daemon's choice,
-// e.g. behind a tunnel), else the TCP peer. IPv6 clients are counted per /64.
+// clientIP is the key failed attempts are counted under: the TCP peer.
+// IPv6 clients are counted per /64.
 func clientIP(r *http.Request) string {
-	ip := middleware.GetClientIP(r.Context())
-	if ip == "" {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		ip = host
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
 	}
-	return httprate.CanonicalizeIP(ip)
+	return httprate.CanonicalizeIP(host)
 }
 
 // failureLimiter counts failed authentications per client IP in a sliding
