@@ -140,6 +140,9 @@ type Deployer struct {
 	// step as if hookd had been killed: nothing is cleaned up or recorded.
 	crashAfter func(phase string) bool
 	crashed    atomic.Bool
+
+	// Set once the reason this engine lists no services has been logged.
+	saidWorker, saidManagerDown atomic.Bool
 }
 
 // New returns a Deployer that talks to docker. It does nothing until Run.

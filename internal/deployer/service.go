@@ -38,6 +38,7 @@ func (d *Deployer) listServices(ctx context.Context) ([]Target, error) {
 	list, err := d.docker.ServiceList(ctx, swarm.ServiceListOptions{Filters: d.labelFilters()})
 	if err != nil {
 		if notManager(err) {
+			d.noteSwarmRole(err)
 			return nil, nil
 		}
 		return nil, fmt.Errorf("list services: %w", err)
@@ -49,6 +50,25 @@ func (d *Deployer) listServices(ctx context.Context) ([]Target, error) {
 		}
 	}
 	return out, nil
+}
+
+// noteSwarmRole logs, once per kind, why an engine in a swarm answers no
+// services: a worker's labelled services are invisible here and are
+// deployed by a hookd on a manager, which a user would otherwise have to
+// guess. An engine outside any swarm needs no word.
+func (d *Deployer) noteSwarmRole(err error) {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "Worker nodes"):
+		if !d.saidWorker.Swap(true) {
+			d.log.Info("this engine is a swarm worker: hookd here deploys labelled containers only; " +
+				"labelled services are updated by a hookd on a manager node (see docs/swarm.md)")
+		}
+	case strings.Contains(msg, "Manager is being prepared"):
+		if !d.saidManagerDown.Swap(true) {
+			d.log.Warn("this swarm manager cannot reach its cluster yet: services are skipped until it can", "err", msg)
+		}
+	}
 }
 
 // notManager reports whether err says the engine cannot answer service

@@ -1,9 +1,11 @@
 package deployer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -188,6 +190,49 @@ func TestNotManager(t *testing.T) {
 		if got := notManager(tt.err); got != tt.want {
 			t.Errorf("notManager(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+// serviceListErr is an engine whose service list always fails with err.
+type serviceListErr struct {
+	Docker
+	err error
+}
+
+func (s serviceListErr) ServiceList(context.Context, swarm.ServiceListOptions) ([]swarm.Service, error) {
+	return nil, s.err
+}
+
+func TestListServicesSaysWhyThereAreNone(t *testing.T) {
+	tests := []struct {
+		name, err, want string
+	}{
+		{"worker", "Error response from daemon: This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. " +
+			"Please run this command on a manager node or promote the current node to a manager.", "swarm worker"},
+		{"manager not ready", "Error response from daemon: This node is not a swarm manager. Manager is being prepared or has trouble connecting to the cluster.",
+			"cannot reach its cluster"},
+		{"no swarm", `Error response from daemon: This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			d := New(serviceListErr{err: errors.New(tt.err)}, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			for range 3 {
+				got, err := d.listServices(context.Background())
+				if err != nil || len(got) != 0 {
+					t.Fatalf("listServices() = %v, %v, want no services and no error", got, err)
+				}
+			}
+			if tt.want == "" {
+				if logs.Len() != 0 {
+					t.Errorf("logged %q for an engine outside any swarm, want nothing", logs.String())
+				}
+				return
+			}
+			if n := strings.Count(logs.String(), tt.want); n != 1 {
+				t.Errorf("log mentions %q %d times over three listings, want once:\n%s", tt.want, n, logs.String())
+			}
+		})
 	}
 }
 
