@@ -147,6 +147,66 @@ func TestImageIdleFootprint(t *testing.T) {
 	}
 }
 
+// TestImageUnhealthyWithoutSocketGroup: started without the socket's group
+// (what a wrong DOCKER_GID amounts to), hookd cannot reach Docker. /healthz
+// says so, and the engine marks the container unhealthy with the reason in
+// its health log, where `docker ps` and `docker inspect` show it.
+func TestImageUnhealthyWithoutSocketGroup(t *testing.T) {
+	img := e2eImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cli := dockertest.Docker(t)
+	e2eRequireLabelFilter(ctx, t, cli, img)
+	socket, _ := e2eDockerSocket(t)
+	if fi, err := os.Stat(socket); err == nil && fi.Mode().Perm()&0o006 != 0 {
+		t.Skipf("docker socket %s is open to every user (%v): no group can be missing", socket, fi.Mode().Perm())
+	}
+	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: img,
+		Name:  "e2e-hookd-nogroup",
+		Env: []string{
+			"HOOKD_WEBHOOK_SECRET=" + e2eRandomHex(t, 16),
+			"HOOKD_LABEL_FILTER=" + dockertest.LabelKey + "=" + dockertest.LabelValue(t),
+		},
+		Ports:   map[string]string{dockertest.AppPort: ""},
+		Volumes: []string{socket + ":/var/run/docker.sock", dockertest.CreateVolume(ctx, t, cli) + ":/var/lib/hookd"},
+		Customize: func(cfg *container.Config, _ *container.HostConfig, _ *network.NetworkingConfig) {
+			// No group_add: the image's user is not in the socket's group.
+			cfg.Healthcheck = &container.HealthConfig{Interval: time.Second, Retries: 2}
+		},
+	})
+	addr := dockertest.HostPort(ctx, t, cli, name)
+
+	hc := &http.Client{Timeout: 2 * time.Second}
+	waitFor(t, 30*time.Second, "/healthz answers 503 naming the socket's group", func() (bool, string) {
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		var body struct{ Status, Reason string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body.Reason, "DOCKER_GID"),
+			fmt.Sprintf("%s %+v", resp.Status, body)
+	})
+	waitFor(t, 30*time.Second, "the engine marks hookd unhealthy with the reason", func() (bool, string) {
+		info, err := cli.ContainerInspect(ctx, name)
+		if err != nil || info.State == nil || info.State.Health == nil {
+			return false, fmt.Sprint(err)
+		}
+		h := info.State.Health
+		last := ""
+		if n := len(h.Log); n > 0 {
+			last = h.Log[n-1].Output
+		}
+		return h.Status == container.Unhealthy && strings.Contains(last, "permission denied on the Docker socket"),
+			fmt.Sprintf("health %s, last check %q", h.Status, last)
+	})
+	if logs := e2eLogs(cli, name); !strings.Contains(logs, "permission denied on the Docker socket") {
+		t.Errorf("hookd's log does not explain the refused socket:\n%s", logs)
+	}
+}
+
 // e2eImage returns the image under test, or skips.
 func e2eImage(t *testing.T) string {
 	t.Helper()

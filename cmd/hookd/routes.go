@@ -22,6 +22,7 @@ type routeDeps struct {
 	api       http.Handler
 	metrics   http.Handler
 	ready     func(context.Context) error
+	healthy   func() error
 	noMetrics bool // /metrics is served on its own listener
 }
 
@@ -34,7 +35,7 @@ func routes(logger *slog.Logger, d routeDeps) http.Handler {
 	if !d.noMetrics {
 		r.Method(http.MethodGet, "/metrics", d.metrics)
 	}
-	r.Get("/healthz", handleHealthz())
+	r.Get("/healthz", handleHealthz(d.healthy))
 	r.Get("/readyz", handleReadyz(d.ready))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
@@ -80,8 +81,19 @@ func metricsHandler(reg *prometheus.Registry, cfg Config) http.Handler {
 	})
 }
 
-func handleHealthz() http.HandlerFunc {
+// handleHealthz answers 200 while hookd runs, and 503 with the reason when
+// it cannot work until its set-up is fixed (the Docker socket refuses its
+// user): the image's HEALTHCHECK then marks the container unhealthy, where
+// a Pi owner looks first. A Docker engine that is merely down is /readyz's
+// business.
+func handleHealthz(healthy func() error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if healthy != nil {
+			if err := healthy(); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "reason": err.Error()})
+				return
+			}
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -163,6 +164,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		api:       apiHandler,
 		metrics:   metricsHandler(reg, cfg),
 		ready:     dep.Ready,
+		healthy:   dep.Healthy,
 		noMetrics: cfg.MetricsListen != "",
 	})
 	servers := []*http.Server{newServer(cfg.Listen, mainHandler, logger)}
@@ -332,9 +334,16 @@ func healthcheck(ctx context.Context, getenv func(string) string) error {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: /healthz answered %s", strings.TrimSpace(resp.Status))
+		msg := fmt.Sprintf("healthcheck: /healthz answered %s", strings.TrimSpace(resp.Status))
+		if body.Reason != "" {
+			msg += ": " + body.Reason
+		}
+		return errors.New(msg)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"sort"
@@ -143,6 +144,9 @@ type Deployer struct {
 
 	// Set once the reason this engine lists no services has been logged.
 	saidWorker, saidManagerDown atomic.Bool
+
+	// denied is set while the engine's socket refuses hookd's user.
+	denied atomic.Bool
 }
 
 // New returns a Deployer that talks to docker. It does nothing until Run.
@@ -364,7 +368,7 @@ func (d *Deployer) WaitJob(ctx context.Context, id string) (Job, error) {
 // Ready returns nil when the engine answers a ping and the targets have
 // been discovered.
 func (d *Deployer) Ready(ctx context.Context) error {
-	if _, err := d.docker.Ping(ctx); err != nil {
+	if err := d.ping(ctx); err != nil {
 		return fmt.Errorf("docker unreachable: %w", err)
 	}
 	d.mu.Lock()
@@ -373,6 +377,33 @@ func (d *Deployer) Ready(ctx context.Context) error {
 		return errors.New("targets not discovered yet")
 	}
 	return nil
+}
+
+// ErrSocketDenied is Healthy's answer while the engine's socket refuses
+// hookd's user: a set-up mistake that waiting does not fix.
+var ErrSocketDenied = errors.New("permission denied on the Docker socket: hookd's user is not in the socket's group " +
+	"(compose: group_add with DOCKER_GID, the socket's group id from stat -c %g /var/run/docker.sock; systemd: SupplementaryGroups=docker)")
+
+// Healthy reports whether hookd can work once the engine answers: it fails
+// only on what waiting does not fix, which is the socket refusing hookd's
+// user (a wrong group). An engine that is down or restarting is a matter
+// for Ready, not a reason to call hookd broken.
+func (d *Deployer) Healthy() error {
+	if d.denied.Load() {
+		return ErrSocketDenied
+	}
+	return nil
+}
+
+// ping asks the engine whether it answers and notes whether its socket
+// refused hookd's user.
+func (d *Deployer) ping(ctx context.Context) error {
+	_, err := d.docker.Ping(ctx)
+	denied := err != nil && errors.Is(err, fs.ErrPermission)
+	if d.denied.Swap(denied) != denied && denied {
+		d.log.Error(ErrSocketDenied.Error(), "err", err)
+	}
+	return err
 }
 
 // notifyLocked wakes everyone waiting for a change. d.mu must be held.
@@ -486,7 +517,7 @@ func (d *Deployer) Run(ctx context.Context) error {
 
 // startup runs once the engine answers: reconcile, discover, resume.
 func (d *Deployer) startup(ctx context.Context) error {
-	if _, err := d.docker.Ping(ctx); err != nil {
+	if err := d.ping(ctx); err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
 	if err := d.reconcile(ctx); err != nil {
