@@ -43,7 +43,7 @@ func newFake() *fakeDeployments {
 		targets: []deployer.Target{
 			{Name: "web", Kind: "container", Image: "ghcr.io/o/web", Tag: "latest",
 				Ref:    deployer.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
-				Digest: "sha256:" + strings.Repeat("a", 64), ImageID: "sha256:" + strings.Repeat("b", 64)},
+				Digest: "sha256:" + strings.Repeat("a", 64), ImageID: "sha256:" + strings.Repeat("b", 64), RolledBack: "sha256:" + strings.Repeat("c", 64)},
 			// No Ref: the API falls back to parsing Image and Tag.
 			{Name: "db", Kind: "container", Image: "docker.io/library/postgres", Tag: "16"},
 		},
@@ -555,8 +555,8 @@ func TestTargets(t *testing.T) {
 				t.Errorf("db = %+v, want docker.io/library/postgres:16, no job, no poll", db)
 			}
 			if web.Image != "ghcr.io/o/web" || web.Tag != "latest" || web.Digest != f.targets[0].Digest ||
-				web.ImageID != f.targets[0].ImageID {
-				t.Errorf("web = %+v, want ghcr.io/o/web:latest with its digest and image id", web)
+				web.ImageID != f.targets[0].ImageID || web.RolledBack != f.targets[0].RolledBack {
+				t.Errorf("web = %+v, want ghcr.io/o/web:latest with its digest, image id and rolled-back digest", web)
 			}
 			if web.LastJob == nil || web.LastJob.ID != "job-2" || web.LastJob.Status != deployer.StatusQueued {
 				t.Errorf("web last job = %+v, want job-2 queued", web.LastJob)

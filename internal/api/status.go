@@ -27,12 +27,13 @@ func (s *server) handleTargets() http.HandlerFunc {
 		for _, t := range targets {
 			ref := targetRef(t)
 			v := Target{
-				Name:    t.Name,
-				Kind:    t.Kind,
-				Image:   ref.Repository(),
-				Tag:     ref.Tag,
-				Digest:  t.Digest,
-				ImageID: t.ImageID,
+				Name:       t.Name,
+				Kind:       t.Kind,
+				Image:      ref.Repository(),
+				Tag:        ref.Tag,
+				Digest:     t.Digest,
+				ImageID:    t.ImageID,
+				RolledBack: t.RolledBack,
 			}
 			last, err := s.deps.Jobs(r.Context(), deployer.JobFilter{Target: t.Name, Limit: 1})
 			if err != nil {

@@ -63,6 +63,9 @@ type Target struct {
 	Digest  string  `json:"digest,omitempty"`
 	ImageID string  `json:"image_id,omitempty"`
 	LastJob *JobRef `json:"last_job,omitempty"`
+	// RolledBack is the digest whose deploy the target last rolled back;
+	// polling does not try it again.
+	RolledBack string `json:"rolled_back_digest,omitempty"`
 	// NextPoll is zero when polling is off for the target.
 	NextPoll time.Time `json:"next_poll,omitzero"`
 }

@@ -129,6 +129,7 @@ type Deployer struct {
 
 	mu         sync.Mutex
 	targets    map[string]Target // by name
+	rolledBack map[string]string // target → digest its last rollback left
 	discovered bool
 	started    bool
 	pending    map[string]*Job // target → its one queued job
@@ -180,15 +181,16 @@ func New(docker Docker, cfg Config) *Deployer {
 	}
 	cfg.labelKey, cfg.labelValue, cfg.labelHasValue = strings.Cut(cfg.LabelFilter, "=")
 	return &Deployer{
-		docker:  docker,
-		cfg:     cfg,
-		state:   cfg.State,
-		metrics: cfg.Metrics,
-		log:     cfg.Logger,
-		targets: make(map[string]Target),
-		pending: make(map[string]*Job),
-		running: make(map[string]string),
-		changed: make(chan struct{}),
+		docker:     docker,
+		cfg:        cfg,
+		state:      cfg.State,
+		metrics:    cfg.Metrics,
+		log:        cfg.Logger,
+		targets:    make(map[string]Target),
+		rolledBack: make(map[string]string),
+		pending:    make(map[string]*Job),
+		running:    make(map[string]string),
+		changed:    make(chan struct{}),
 	}
 }
 
@@ -209,6 +211,10 @@ type Target struct {
 	// HealthTimeout is the container's health gate; 0 for a service, whose
 	// tasks Swarm gates.
 	HealthTimeout time.Duration `json:"health_timeout"`
+	// RolledBack is the digest whose deploy this target last rolled back
+	// (or Swarm did), until a later deploy of it succeeds or finds it up
+	// to date: the poller does not try that digest again.
+	RolledBack string `json:"rolled_back_digest,omitempty"`
 }
 
 // Targets returns the known targets sorted by name. It does not call Docker.
@@ -217,6 +223,7 @@ func (d *Deployer) Targets() []Target {
 	defer d.mu.Unlock()
 	out := make([]Target, 0, len(d.targets))
 	for _, t := range d.targets {
+		t.RolledBack = d.rolledBack[t.Name]
 		out = append(out, t)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })

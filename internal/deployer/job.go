@@ -74,6 +74,7 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	j.FinishedAt = time.Now().UTC()
 	total := j.FinishedAt.Sub(start)
 	d.saveJob(runCtx, j)
+	d.noteRollback(j)
 
 	m := d.metrics
 	m.Deploys.WithLabelValues(j.Target, string(j.Request.Trigger), string(j.Status)).Inc()
@@ -108,6 +109,21 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 		d.refreshService(context.WithoutCancel(runCtx), j.Target)
 	} else {
 		d.refresh(context.WithoutCancel(runCtx), j.Target)
+	}
+}
+
+// noteRollback remembers the digest a rolled-back job tried, and forgets it
+// once a deploy of the target succeeds or finds it up to date.
+func (d *Deployer) noteRollback(j Job) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch j.Status {
+	case StatusRolledBack:
+		if j.DigestAfter != "" {
+			d.rolledBack[j.Target] = j.DigestAfter
+		}
+	case StatusSucceeded, StatusUpToDate:
+		delete(d.rolledBack, j.Target)
 	}
 }
 

@@ -237,3 +237,95 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationPollSkipsDigestRolledBack: a webhook's deploy of a broken
+// image is rolled back; the polls that follow see that digest on the
+// registry and leave it alone (a second rollback would be a second outage),
+// and the next good push is deployed by poll.
+func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	const repo = "hookd/rolledback"
+
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "rolledback",
+		Labels: map[string]string{deployer.LabelEnable: "true"},
+		Ports:  map[string]string{dockertest.AppPort: ""},
+	})
+	d := deployer.New(cli, deployer.Config{
+		LabelFilter:   dockertest.LabelKey + "=" + dockertest.LabelValue(t),
+		HealthTimeout: 10 * time.Second,
+		SettleTime:    time.Second,
+		Logger:        log.With("component", "deployer"),
+	})
+	start(t, "deployer", d.Run)
+	target := func() deployer.Target {
+		for _, tg := range d.Targets() {
+			if tg.Name == name {
+				return tg
+			}
+		}
+		return deployer.Target{}
+	}
+	waitUntil(t, 30*time.Second, "target "+name, func() (bool, string) {
+		return target().Digest != "", fmt.Sprintf("targets = %+v", d.Targets())
+	})
+
+	bad := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", Unhealthy: true})
+	jobs, err := d.Submit(ctx, deployer.Request{Repository: reg.Host + "/" + repo, Tag: "latest", Digest: bad,
+		Trigger: deployer.TriggerWebhook, ID: "delivery-1"})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Submit() = %v, %v, want one job", jobs, err)
+	}
+	if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != deployer.StatusRolledBack {
+		t.Fatalf("webhook job = %s %q, %v, want rolled_back", j.Status, j.Error, err)
+	}
+	if got := target().RolledBack; got != bad {
+		t.Errorf("target's rolled-back digest = %q, want %s", got, bad)
+	}
+
+	rc := registry.New(registry.Config{
+		Platform: v1.Platform{OS: "linux", Architecture: dockertest.EngineArch()},
+		Logger:   log.With("component", "registry"),
+	})
+	m := metrics.Discard()
+	sub := &recordingSubmitter{next: d}
+	p := New(Config{Interval: 100 * time.Millisecond, Jitter: -1, Metrics: m, Logger: log.With("component", "poller")}, d, sub, rc)
+	start(t, "poller", p.Run)
+	unchanged := func() float64 { return testutil.ToFloat64(m.PollChecks.WithLabelValues(metrics.PollUnchanged)) }
+	waitUntil(t, 30*time.Second, "20 checks", func() (bool, string) {
+		return unchanged() >= 20, fmt.Sprintf("%v checks", unchanged())
+	})
+	if reqs, _ := sub.requests(); len(reqs) != 0 {
+		t.Fatalf("poll requests for the rolled-back digest = %+v, want none", reqs)
+	}
+	if got := targetID(t, d, name); got != oldID {
+		t.Errorf("container under %s = %s, want the old one %s untouched", name, got, oldID)
+	}
+
+	good := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v3"})
+	waitUntil(t, 60*time.Second, "the container to answer v3", func() (bool, string) {
+		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
+		return err == nil && v == "v3", fmt.Sprintf("answers %q, %v", v, err)
+	})
+	if reqs, _ := sub.requests(); len(reqs) != 1 || reqs[0].Digest != good {
+		t.Errorf("poll requests = %+v, want one, for %s", reqs, good)
+	}
+}
+
+// targetID is the container id of the target called name, as the deployer
+// sees it.
+func targetID(t *testing.T, d *deployer.Deployer, name string) string {
+	t.Helper()
+	for _, tg := range d.Targets() {
+		if tg.Name == name {
+			return tg.ID
+		}
+	}
+	t.Fatalf("target %s gone", name)
+	return ""
+}

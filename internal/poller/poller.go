@@ -10,8 +10,9 @@
 // of a multi-arch tag changed but this host's image did not (an
 // attestation-only rebuild), nothing is submitted and the new index digest
 // is remembered, so the next check is a single HEAD again. A digest the
-// poller has submitted once is not submitted by poll again, so a bad image
-// that was rolled back is not retried in a loop.
+// poller has submitted once, or whose deploy the target rolled back however
+// it was asked for, is not submitted by poll again, so a bad image that was
+// rolled back is not retried in a loop.
 package poller
 
 import (
@@ -604,6 +605,16 @@ func (p *Poller) judge(ctx context.Context, ref, digest string, t deployer.Targe
 		// rolled back. Only a new digest, a webhook or a manual deploy
 		// tries again.
 		log.Debug("digest already submitted by poll, not retried")
+		return metrics.PollUnchanged
+	case t.RolledBack:
+		// A deploy of it (a webhook's, say) was rolled back: polling would
+		// only roll it back again. Remembered as attempted, so that this
+		// holds across restarts.
+		log.Info("digest was rolled back on this target; poll does not retry it")
+		p.mu.Lock()
+		mem.attempted = digest
+		p.mu.Unlock()
+		p.saveMemory(ctx, mem.key, "attempted", digest)
 		return metrics.PollUnchanged
 	}
 

@@ -468,6 +468,38 @@ func TestAttemptedDigestSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestRolledBackDigestIsNotPolled: a webhook's deploy of digest B was rolled
+// back (the deployer reports it on the target). Polling does not submit B,
+// not even after a restart that forgets the deployer's word; a new digest
+// is submitted as usual.
+func TestRolledBackDigestIsNotPolled(t *testing.T) {
+	st := &memStore{}
+	rolledBack := target("app", repoApp, digestA, imageA)
+	rolledBack.RolledBack = digestB
+	r := newRig(t, Config{Digests: st}, rolledBack)
+	r.reg.set(refApp, digestB, imageB)
+	r.advance(5*time.Minute, 10*time.Second)
+	if got := r.submit.requests(); len(got) != 0 {
+		t.Fatalf("requests for the rolled-back digest = %+v, want none", got)
+	}
+	if n := strings.Count(r.logs.String(), "rolled back"); n != 1 {
+		t.Errorf("log explains the skipped digest %d times, want once:\n%s", n, r.logs)
+	}
+
+	// After a restart the deployer no longer knows; the poller still does.
+	r2 := newRig(t, Config{Digests: st}, target("app", repoApp, digestA, imageA))
+	r2.reg.set(refApp, digestB, imageB)
+	r2.round()
+	if got := r2.submit.requests(); len(got) != 0 {
+		t.Errorf("requests after a restart = %+v, want none for the rolled-back digest", got)
+	}
+	r2.reg.set(refApp, digestC, imageB)
+	r2.advance(70*time.Second, 10*time.Second)
+	if got := r2.submit.requests(); len(got) != 1 || got[0].Digest != digestC {
+		t.Errorf("requests after a new digest = %+v, want one for %s", got, digestC)
+	}
+}
+
 func TestTargetsSharingARefShareTheLookUp(t *testing.T) {
 	r := newRig(t, Config{},
 		target("a1", repoApp, digestA, imageA),
