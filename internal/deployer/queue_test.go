@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -209,6 +210,40 @@ func TestResumeRequeuesLiveJobs(t *testing.T) {
 	}
 	if len(d.pending) != 0 {
 		t.Errorf("pending after next = %v, want empty (finished jobs are not resumed)", d.pending)
+	}
+}
+
+// TestResumeRemembersRollbacks: after a restart the targets still report
+// the digest their last rollback left, unless a later deploy succeeded or
+// found the target up to date; a failed deploy (nothing was swapped) does
+// not decide either way.
+func TestResumeRemembersRollbacks(t *testing.T) {
+	ctx := context.Background()
+	st := newMemState(10)
+	now := time.Now()
+	const bad, good = "sha256:bad", "sha256:good"
+	for i, j := range []Job{
+		{Target: "web", Status: StatusRolledBack, DigestAfter: bad},
+		{Target: "web", Status: StatusFailed, Error: "registry down"},
+		{Target: "api", Status: StatusRolledBack, DigestAfter: bad},
+		{Target: "api", Status: StatusSucceeded, DigestAfter: good},
+		{Target: "db", Status: StatusUpToDate},
+	} {
+		j.ID = fmt.Sprintf("%02d", i+1)
+		j.CreatedAt = now.Add(time.Duration(i-10) * time.Second)
+		if err := st.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := queueDeployer(t, Config{State: st}, "web", "api", "db")
+	if err := d.resume(ctx); err != nil {
+		t.Fatalf("resume() error = %v", err)
+	}
+	want := map[string]string{"web": bad, "api": "", "db": ""}
+	for _, tg := range d.Targets() {
+		if tg.RolledBack != want[tg.Name] {
+			t.Errorf("%s rolled-back digest = %q, want %q", tg.Name, tg.RolledBack, want[tg.Name])
+		}
 	}
 }
 
