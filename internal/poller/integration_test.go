@@ -110,12 +110,8 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	})
 	start(t, "deployer", d.Run)
 	waitUntil(t, 30*time.Second, "target "+name, func() (bool, string) {
-		for _, tg := range d.Targets() {
-			if tg.Name == name && tg.Digest != "" {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("targets = %+v", d.Targets())
+		tg, _ := findTarget(d, name)
+		return tg.Digest != "", fmt.Sprintf("targets = %+v", d.Targets())
 	})
 
 	rc := registry.New(registry.Config{
@@ -174,13 +170,9 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	// pull, no deploy.
 	var newID string
 	waitUntil(t, 30*time.Second, "the target to report the new digest", func() (bool, string) {
-		for _, tg := range d.Targets() {
-			if tg.Name == name {
-				newID = tg.ID
-				return tg.Digest == v2, fmt.Sprintf("digest %s", tg.Digest)
-			}
-		}
-		return false, "target gone"
+		tg, ok := findTarget(d, name)
+		newID = tg.ID
+		return ok && tg.Digest == v2, fmt.Sprintf("digest %s (found %v)", tg.Digest, ok)
 	})
 	if newID == id {
 		t.Fatalf("container id unchanged after the deploy")
@@ -231,10 +223,8 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	if got, err := d.Jobs(ctx, deployer.JobFilter{Target: name}); err != nil || len(got) != 1 {
 		t.Errorf("jobs after the unchanged checks = %d (%v), want still 1", len(got), err)
 	}
-	for _, tg := range d.Targets() {
-		if tg.Name == name && tg.ID != newID {
-			t.Errorf("container replaced during unchanged checks: %s, want %s", tg.ID, newID)
-		}
+	if tg, ok := findTarget(d, name); ok && tg.ID != newID {
+		t.Errorf("container replaced during unchanged checks: %s, want %s", tg.ID, newID)
 	}
 }
 
@@ -264,12 +254,8 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	})
 	start(t, "deployer", d.Run)
 	target := func() deployer.Target {
-		for _, tg := range d.Targets() {
-			if tg.Name == name {
-				return tg
-			}
-		}
-		return deployer.Target{}
+		tg, _ := findTarget(d, name)
+		return tg
 	}
 	waitUntil(t, 30*time.Second, "target "+name, func() (bool, string) {
 		return target().Digest != "", fmt.Sprintf("targets = %+v", d.Targets())
@@ -303,7 +289,7 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	if reqs, _ := sub.requests(); len(reqs) != 0 {
 		t.Fatalf("poll requests for the rolled-back digest = %+v, want none", reqs)
 	}
-	if got := targetID(t, d, name); got != oldID {
+	if got := target().ID; got != oldID {
 		t.Errorf("container under %s = %s, want the old one %s untouched", name, got, oldID)
 	}
 
@@ -317,15 +303,12 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	}
 }
 
-// targetID is the container id of the target called name, as the deployer
-// sees it.
-func targetID(t *testing.T, d *deployer.Deployer, name string) string {
-	t.Helper()
+// findTarget is the deployer's target called name.
+func findTarget(d *deployer.Deployer, name string) (deployer.Target, bool) {
 	for _, tg := range d.Targets() {
 		if tg.Name == name {
-			return tg.ID
+			return tg, true
 		}
 	}
-	t.Fatalf("target %s gone", name)
-	return ""
+	return deployer.Target{}, false
 }

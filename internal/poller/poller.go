@@ -464,21 +464,35 @@ func (p *Poller) loadMemory(ctx context.Context, key string) (good, attempted st
 		return "", ""
 	}
 	var err error
-	if good, err = p.digests.Digest(ctx, storeKey(key, "good")); err != nil {
+	if good, err = p.digests.Digest(ctx, storeKey(key, kindGood)); err != nil {
 		p.log.Warn("read remembered digest failed", "key", key, "err", err)
 	}
-	if attempted, err = p.digests.Digest(ctx, storeKey(key, "attempted")); err != nil {
+	if attempted, err = p.digests.Digest(ctx, storeKey(key, kindAttempted)); err != nil {
 		p.log.Warn("read remembered digest failed", "key", key, "err", err)
 	}
 	return good, attempted
 }
 
-func (p *Poller) saveMemory(ctx context.Context, key, kind, digest string) {
+// Kinds of digest a memory keeps.
+const (
+	kindGood      = "good"
+	kindAttempted = "attempted"
+)
+
+// remember sets mem's digest of kind and keeps it across restarts.
+func (p *Poller) remember(ctx context.Context, mem *memory, kind, digest string) {
+	p.mu.Lock()
+	if kind == kindGood {
+		mem.good = digest
+	} else {
+		mem.attempted = digest
+	}
+	p.mu.Unlock()
 	if p.digests == nil {
 		return
 	}
-	if err := p.digests.PutDigest(ctx, storeKey(key, kind), digest); err != nil {
-		p.log.Warn("remember digest failed", "key", key, "err", err)
+	if err := p.digests.PutDigest(ctx, storeKey(mem.key, kind), digest); err != nil {
+		p.log.Warn("remember digest failed", "key", mem.key, "err", err)
 	}
 }
 
@@ -611,10 +625,7 @@ func (p *Poller) judge(ctx context.Context, ref, digest string, t deployer.Targe
 		// only roll it back again. Remembered as attempted, so that this
 		// holds across restarts.
 		log.Info("digest was rolled back on this target; poll does not retry it")
-		p.mu.Lock()
-		mem.attempted = digest
-		p.mu.Unlock()
-		p.saveMemory(ctx, mem.key, "attempted", digest)
+		p.remember(ctx, mem, kindAttempted, digest)
 		return metrics.PollUnchanged
 	}
 
@@ -637,10 +648,7 @@ func (p *Poller) judge(ctx context.Context, ref, digest string, t deployer.Targe
 		// host's image: nothing to pull. Remembering the digest makes the
 		// next check a single HEAD.
 		log.Debug("index digest changed, image unchanged")
-		p.mu.Lock()
-		mem.good = digest
-		p.mu.Unlock()
-		p.saveMemory(ctx, mem.key, "good", digest)
+		p.remember(ctx, mem, kindGood, digest)
 		return metrics.PollUnchanged
 	}
 	return metrics.PollChanged
@@ -694,10 +702,7 @@ func (p *Poller) deploy(ctx context.Context, v verdict, digest string) {
 		log.Warn("submit polled digest failed", "err", err)
 		return
 	}
-	p.mu.Lock()
-	v.mem.attempted = digest
-	p.mu.Unlock()
-	p.saveMemory(ctx, v.mem.key, "attempted", digest)
+	p.remember(ctx, v.mem, kindAttempted, digest)
 	for _, j := range jobs {
 		log.Debug("poll job queued", "job_id", j.ID)
 	}
