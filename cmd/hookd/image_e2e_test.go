@@ -178,7 +178,7 @@ func TestImageUnhealthyWithoutSocketGroup(t *testing.T) {
 	addr := dockertest.HostPort(ctx, t, cli, name)
 
 	hc := &http.Client{Timeout: 2 * time.Second}
-	waitFor(t, 30*time.Second, "/healthz answers 503 naming the socket's group", func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "/healthz answers 503 naming the socket's group", func() (bool, string) {
 		resp, err := hc.Get("http://" + addr + "/healthz")
 		if err != nil {
 			return false, err.Error()
@@ -189,7 +189,7 @@ func TestImageUnhealthyWithoutSocketGroup(t *testing.T) {
 		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body.Reason, "DOCKER_GID"),
 			fmt.Sprintf("%s %+v", resp.Status, body)
 	})
-	waitFor(t, 30*time.Second, "the engine marks hookd unhealthy with the reason", func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "the engine marks hookd unhealthy with the reason", func() (bool, string) {
 		info, err := cli.ContainerInspect(ctx, name)
 		if err != nil || info.State == nil || info.State.Health == nil {
 			return false, fmt.Sprint(err)

@@ -44,7 +44,7 @@ func startChild(t *testing.T, env map[string]string) (*exec.Cmd, *lockedBuffer) 
 			t.Logf("child hookd log:\n%s", logs.String())
 		}
 	})
-	waitFor(t, 30*time.Second, "child hookd ready", func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "child hookd ready", func() (bool, string) {
 		return answers("http://"+env["HOOKD_LISTEN"]+"/readyz", http.StatusOK)
 	})
 	return cmd, logs
@@ -89,7 +89,7 @@ func TestKilledAfterAcceptDeploysExactlyOnce(t *testing.T) {
 
 	// Exactly one job came of the delivery, and it succeeded.
 	var jobs []map[string]any
-	waitFor(t, 30*time.Second, "job final", func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "job final", func() (bool, string) {
 		jobs = apiJobs(t, d.url, token)
 		return len(jobs) > 0 && jobs[0]["status"] != "queued" && jobs[0]["status"] != "running", fmt.Sprint(jobs)
 	})

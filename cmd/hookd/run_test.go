@@ -92,7 +92,7 @@ func startDaemon(ctx context.Context, t *testing.T, env map[string]string) *daem
 			t.Logf("hookd log:\n%s", d.logs.String())
 		}
 	})
-	waitFor(t, 20*time.Second, "/healthz", func() (bool, string) {
+	dockertest.WaitFor(t, 20*time.Second, "/healthz", func() (bool, string) {
 		select {
 		case err := <-d.done:
 			t.Fatalf("run() returned before serving: %v\n%s", err, d.logs.String())
@@ -265,23 +265,7 @@ func TestRunDeploysOnSignedDelivery(t *testing.T) {
 
 func waitReady(t *testing.T, d *daemon) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "/readyz", func() (bool, string) { return answers(d.url+"/readyz", http.StatusOK) })
-}
-
-// waitFor polls cond every 50ms and fails the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not reached within %v: %s", what, timeout, desc)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dockertest.WaitFor(t, 30*time.Second, "/readyz", func() (bool, string) { return answers(d.url+"/readyz", http.StatusOK) })
 }
 
 // answers reports whether GET url answers with status.
@@ -311,7 +295,7 @@ func runTarget(ctx context.Context, t *testing.T, cli *client.Client, reg *docke
 // waitVersion waits until the container's published port answers want.
 func waitVersion(ctx context.Context, t *testing.T, cli *client.Client, name, want string) {
 	t.Helper()
-	waitFor(t, 60*time.Second, name+" answering "+want, func() (bool, string) {
+	dockertest.WaitFor(t, 60*time.Second, name+" answering "+want, func() (bool, string) {
 		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
 		return err == nil && v == want, fmt.Sprintf("answers %q (%v)", v, err)
 	})

@@ -115,7 +115,7 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			}
 			// A container reconcile (re)started needs a moment to listen.
 			addr := dockertest.HostPort(ctx, t, cli, target)
-			waitUntil(ctx, t, 10*time.Second, "service answering after reconcile", func() (bool, string) {
+			dockertest.WaitFor(t, 10*time.Second, "service answering after reconcile", func() (bool, string) {
 				v, err := dockertest.Version(ctx, addr)
 				return err == nil && (v == "v1" || v == "v2"), fmt.Sprintf("%q, %v", v, err)
 			})

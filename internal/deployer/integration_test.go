@@ -88,33 +88,17 @@ func startDeployer(ctx context.Context, t *testing.T, cli *client.Client, cfg Co
 		}
 	}
 	t.Cleanup(stop)
-	waitUntil(ctx, t, 20*time.Second, "deployer ready", func() (bool, string) {
+	dockertest.WaitFor(t, 20*time.Second, "deployer ready", func() (bool, string) {
 		err := d.Ready(ctx)
 		return err == nil, fmt.Sprint(err)
 	})
 	return runningDeployer{Deployer: d, metrics: cfg.Metrics, stop: stop}
 }
 
-// waitUntil polls cond every 50ms and fails the test after timeout.
-func waitUntil(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out waiting for %s: %s", what, desc)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func waitTarget(ctx context.Context, t *testing.T, d *Deployer, name string) Target {
 	t.Helper()
 	var got Target
-	waitUntil(ctx, t, 10*time.Second, "target "+name, func() (bool, string) {
+	dockertest.WaitFor(t, 10*time.Second, "target "+name, func() (bool, string) {
 		for _, tg := range d.Targets() {
 			if tg.Name == name {
 				got = tg
@@ -622,7 +606,7 @@ func TestIntegrationCoalescesDuringSlowDeploy(t *testing.T) {
 	if err != nil || len(first) != 1 {
 		t.Fatalf("Submit = %v, %v", first, err)
 	}
-	waitUntil(ctx, t, 10*time.Second, "first job running", func() (bool, string) {
+	dockertest.WaitFor(t, 10*time.Second, "first job running", func() (bool, string) {
 		j, _ := d.Job(ctx, first[0].ID)
 		return j.Status == StatusRunning, string(j.Status)
 	})
@@ -833,7 +817,7 @@ func TestIntegrationDiscoversTargetsStartedLater(t *testing.T) {
 	if err := cli.ContainerStop(ctx, id, container.StopOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(ctx, t, 10*time.Second, "stopped target gone", func() (bool, string) {
+	dockertest.WaitFor(t, 10*time.Second, "stopped target gone", func() (bool, string) {
 		return len(d.Targets()) == 0, fmt.Sprint(d.Targets())
 	})
 }

@@ -72,7 +72,7 @@ func TestIntegrationDeployMetrics(t *testing.T) {
 	if err := cli.ContainerRemove(context.Background(), name, container.RemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(ctx, t, 10*time.Second, "target info dropped", func() (bool, string) {
+	dockertest.WaitFor(t, 10*time.Second, "target info dropped", func() (bool, string) {
 		n := testutil.CollectAndCount(m.TargetInfo, "hookd_target_info")
 		return n == 0, "series left"
 	})

@@ -134,7 +134,7 @@ func ptr[T any](v T) *T { return &v }
 func runningTask(ctx context.Context, t *testing.T, cli *client.Client, serviceID string) swarm.Task {
 	t.Helper()
 	var got swarm.Task
-	waitUntil(ctx, t, 60*time.Second, "a running task", func() (bool, string) {
+	dockertest.WaitFor(t, 60*time.Second, "a running task", func() (bool, string) {
 		tasks, err := cli.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
 			filters.Arg("service", serviceID), filters.Arg("desired-state", "running"))})
 		if err != nil {
@@ -226,7 +226,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		if got := histogramCount(t, promReg, "hookd_image_age_at_deploy_seconds", "", ""); got != 1 {
 			t.Errorf("image age observations = %d, want 1 (a task ran on this node)", got)
 		}
-		waitUntil(ctx, t, 10*time.Second, "target pinned to v2", func() (bool, string) {
+		dockertest.WaitFor(t, 10*time.Second, "target pinned to v2", func() (bool, string) {
 			tg := waitTarget(ctx, t, d.Deployer, name)
 			return tg.Digest == d2, tg.Digest
 		})
@@ -347,7 +347,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			t.Errorf("running task of %s = %s, want a new task", on, got.ID)
 		}
 		// The old task is Swarm's to stop (start-first: after the new one runs).
-		waitUntil(ctx, t, 20*time.Second, "old task container stopped by swarm", func() (bool, string) {
+		dockertest.WaitFor(t, 20*time.Second, "old task container stopped by swarm", func() (bool, string) {
 			c, err := cli.ContainerInspect(ctx, onTask.Status.ContainerStatus.ContainerID)
 			return err != nil || !c.State.Running, fmt.Sprint(err)
 		})
@@ -407,7 +407,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			t.Fatalf("Submit = %v, %v", jobs, err)
 		}
 		var started *time.Time
-		waitUntil(ctx, t, 20*time.Second, "swarm updating", func() (bool, string) {
+		dockertest.WaitFor(t, 20*time.Second, "swarm updating", func() (bool, string) {
 			us := inspectService(ctx, t, cli, id).UpdateStatus
 			if us != nil && us.State == swarm.UpdateStateUpdating {
 				started = us.StartedAt
@@ -450,7 +450,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		if err := cli.ServiceRemove(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(ctx, t, 10*time.Second, "removed service gone from targets", func() (bool, string) {
+		dockertest.WaitFor(t, 10*time.Second, "removed service gone from targets", func() (bool, string) {
 			return len(d.Targets()) == 0, fmt.Sprint(d.Targets())
 		})
 	})

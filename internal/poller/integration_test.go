@@ -69,21 +69,6 @@ func start(t *testing.T, what string, f func(context.Context) error) (stop func(
 	return stop
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, desc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -109,7 +94,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 		Logger:        log.With("component", "deployer"),
 	})
 	start(t, "deployer", d.Run)
-	waitUntil(t, 30*time.Second, "target "+name, func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "target "+name, func() (bool, string) {
 		tg, _ := findTarget(d, name)
 		return tg.Digest != "", fmt.Sprintf("targets = %+v", d.Targets())
 	})
@@ -126,7 +111,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	sub := &recordingSubmitter{next: d}
 	p := New(Config{Interval: interval, Metrics: m1, Logger: log.With("component", "poller")}, d, sub, rc)
 	stop := start(t, "poller", p.Run)
-	waitUntil(t, 10*time.Second, "the catch-up check", func() (bool, string) {
+	dockertest.WaitFor(t, 10*time.Second, "the catch-up check", func() (bool, string) {
 		n := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollUnchanged))
 		return n >= 1, fmt.Sprintf("unchanged checks = %v", n)
 	})
@@ -134,7 +119,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	pushed := time.Now()
 	v2 := reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 	unchangedAtPush := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollUnchanged))
-	waitUntil(t, 3*interval, "a poll request", func() (bool, string) {
+	dockertest.WaitFor(t, 3*interval, "a poll request", func() (bool, string) {
 		reqs, _ := sub.requests()
 		return len(reqs) > 0, "none yet"
 	})
@@ -148,7 +133,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	if missed := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollUnchanged)) - unchangedAtPush; missed > 1 {
 		t.Errorf("%v checks after the push saw the old digest, want the first one to find the new (found %v after the push)", missed, at[0].Sub(pushed))
 	}
-	waitUntil(t, 60*time.Second, "the container to answer v2", func() (bool, string) {
+	dockertest.WaitFor(t, 60*time.Second, "the container to answer v2", func() (bool, string) {
 		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
 		return err == nil && v == "v2", fmt.Sprintf("answers %q, %v", v, err)
 	})
@@ -169,7 +154,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	// Part 2: 1,000 checks of the unchanged multi-arch tag: HEADs only, no
 	// pull, no deploy.
 	var newID string
-	waitUntil(t, 30*time.Second, "the target to report the new digest", func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "the target to report the new digest", func() (bool, string) {
 		tg, ok := findTarget(d, name)
 		newID = tg.ID
 		return ok && tg.Digest == v2, fmt.Sprintf("digest %s (found %v)", tg.Digest, ok)
@@ -186,7 +171,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	checks := func() float64 {
 		return testutil.ToFloat64(m2.PollChecks.WithLabelValues(metrics.PollUnchanged))
 	}
-	waitUntil(t, 90*time.Second, "1,000 checks", func() (bool, string) {
+	dockertest.WaitFor(t, 90*time.Second, "1,000 checks", func() (bool, string) {
 		return checks() >= 1000, fmt.Sprintf("%v checks", checks())
 	})
 	stop2()
@@ -257,7 +242,7 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 		tg, _ := findTarget(d, name)
 		return tg
 	}
-	waitUntil(t, 30*time.Second, "target "+name, func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "target "+name, func() (bool, string) {
 		return target().Digest != "", fmt.Sprintf("targets = %+v", d.Targets())
 	})
 
@@ -283,7 +268,7 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	p := New(Config{Interval: 100 * time.Millisecond, Jitter: -1, Metrics: m, Logger: log.With("component", "poller")}, d, sub, rc)
 	start(t, "poller", p.Run)
 	unchanged := func() float64 { return testutil.ToFloat64(m.PollChecks.WithLabelValues(metrics.PollUnchanged)) }
-	waitUntil(t, 30*time.Second, "20 checks", func() (bool, string) {
+	dockertest.WaitFor(t, 30*time.Second, "20 checks", func() (bool, string) {
 		return unchanged() >= 20, fmt.Sprintf("%v checks", unchanged())
 	})
 	if reqs, _ := sub.requests(); len(reqs) != 0 {
@@ -294,7 +279,7 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	}
 
 	good := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v3"})
-	waitUntil(t, 60*time.Second, "the container to answer v3", func() (bool, string) {
+	dockertest.WaitFor(t, 60*time.Second, "the container to answer v3", func() (bool, string) {
 		v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name))
 		return err == nil && v == "v3", fmt.Sprintf("answers %q, %v", v, err)
 	})
