@@ -545,21 +545,14 @@ func (d *Deployer) resume(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// Jobs are newest first, so the first live job per target wins, and
-	// the newest deploy that ended rolled back, succeeded or up to date
-	// says which digest the target last rolled back (see noteRollback).
-	decided := map[string]bool{}
+	// Replayed oldest first, the finished jobs leave each target's
+	// rolled-back digest as the running deployer would have.
+	for i := len(jobs) - 1; i >= 0; i-- {
+		d.noteRollbackLocked(jobs[i])
+	}
+	// Jobs are newest first, so the first live job per target wins.
 	for _, j := range jobs {
 		if j.Status.Final() {
-			switch j.Status {
-			case StatusRolledBack, StatusSucceeded, StatusUpToDate:
-				if !decided[j.Target] {
-					decided[j.Target] = true
-					if j.Status == StatusRolledBack && j.DigestAfter != "" {
-						d.rolledBack[j.Target] = j.DigestAfter
-					}
-				}
-			}
 			continue
 		}
 		if p := d.pending[j.Target]; p != nil && p.ID != j.ID {

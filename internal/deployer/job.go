@@ -117,6 +117,11 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 func (d *Deployer) noteRollback(j Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.noteRollbackLocked(j)
+}
+
+// noteRollbackLocked is noteRollback with d.mu held.
+func (d *Deployer) noteRollbackLocked(j Job) {
 	switch j.Status {
 	case StatusRolledBack:
 		if j.DigestAfter != "" {
