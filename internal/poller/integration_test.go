@@ -197,8 +197,11 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 		}
 	}
 	t.Logf("%d checks in %v: %d HEAD requests, other requests %v", n, time.Since(began).Round(time.Millisecond), heads, other)
-	if heads != n {
-		t.Errorf("HEAD manifest requests = %d, want one per check (%d)", heads, n)
+	// A HEAD that completes as the poller stops gets no verdict (check
+	// drops it at shutdown), so the one look-up in flight at stop2 may add
+	// a request without adding a check.
+	if heads < n || heads > n+1 {
+		t.Errorf("HEAD manifest requests = %d, want one per check (%d, plus at most the one in flight at stop)", heads, n)
 	}
 	for k := range other {
 		if !strings.HasSuffix(k, " /token") && k != "GET /v2/" {
