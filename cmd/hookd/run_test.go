@@ -193,6 +193,11 @@ func TestRunServesAndShutsDownCleanly(t *testing.T) {
 	}
 	metricsText, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	// The client asked for gzip, as Prometheus does; hookd answers plain
+	// text, which costs it less memory than compressing would save.
+	if resp.Uncompressed || resp.Header.Get("Content-Encoding") != "" {
+		t.Errorf("/metrics answered gzip (Content-Encoding %q), want uncompressed", resp.Header.Get("Content-Encoding"))
+	}
 	if !strings.Contains(string(metricsText), `hookd_webhook_deliveries_total{event="package",outcome="duplicate"} 1`) {
 		t.Errorf("/metrics lacks the duplicate delivery:\n%s", metricsText)
 	}
