@@ -88,16 +88,19 @@ func TestImageEndToEnd(t *testing.T) {
 }
 
 // TestImageIdleFootprint measures what issue 6 asks to report: hookd's
-// resident memory in its container after a minute idle with 10 targets,
-// and that it writes nothing to disk meanwhile. It takes over a minute, so
-// it runs only with HOOKD_E2E_IDLE=1 (and HOOKD_E2E_IMAGE), as root: it
-// reads /proc/<pid>/status and /proc/<pid>/io of the container's process.
+// resident memory in its container while it idles with 10 targets, and that
+// it writes nothing to disk meanwhile. It reads memory every 10 s for 180 s
+// (past hookd's first trim at a minute and the runtime's forced collection
+// at two) and holds the largest reading after the first trim (75 s) to the
+// goal. It takes three minutes, so it runs only with HOOKD_E2E_IDLE=1 (and
+// HOOKD_E2E_IMAGE), as root: it reads /proc/<pid>/status and /proc/<pid>/io
+// of the container's process.
 func TestImageIdleFootprint(t *testing.T) {
 	img := e2eImage(t)
 	if os.Getenv("HOOKD_E2E_IDLE") != "1" {
-		t.Skip("set HOOKD_E2E_IDLE=1 to measure the idle footprint (over a minute)")
+		t.Skip("set HOOKD_E2E_IDLE=1 to measure the idle footprint (three minutes)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cli := dockertest.Docker(t)
 	reg := dockertest.NewRegistry(t)
@@ -120,13 +123,24 @@ func TestImageIdleFootprint(t *testing.T) {
 	}
 	pid := info.State.Pid
 
+	const settle, window, step = 75 * time.Second, 180 * time.Second, 10 * time.Second
 	time.Sleep(5 * time.Second) // start-up: reconcile, first listing
 	writesBefore := e2eProcField(t, pid, "io", "write_bytes")
-	time.Sleep(time.Minute)
+	var peak, last, peakAnon, peakFile int64
+	var series []string
+	for at := 5 * time.Second; at < window; {
+		time.Sleep(step)
+		at += step
+		rss := e2eProcField(t, pid, "status", "VmRSS")
+		series = append(series, fmt.Sprintf("%.1f", float64(rss)/1024))
+		last = rss
+		if at >= settle && rss > peak {
+			peak = rss
+			peakAnon = e2eProcField(t, pid, "status", "RssAnon")
+			peakFile = e2eProcField(t, pid, "status", "RssFile")
+		}
+	}
 	writesAfter := e2eProcField(t, pid, "io", "write_bytes")
-	rssKiB := e2eProcField(t, pid, "status", "VmRSS")
-	anonKiB := e2eProcField(t, pid, "status", "RssAnon")
-	fileKiB := e2eProcField(t, pid, "status", "RssFile")
 	hwmKiB := e2eProcField(t, pid, "status", "VmHWM")
 	heap := e2eMetric(ctx, t, h.addr, "go_memstats_heap_inuse_bytes")
 
@@ -135,15 +149,16 @@ func TestImageIdleFootprint(t *testing.T) {
 		t.Fatalf("inspect image %s: %v", img, err)
 	}
 	t.Logf("image %s: %d bytes (%.1f MiB)", img, size.Size, float64(size.Size)/(1<<20))
-	t.Logf("hookd idle 60s with %d targets: VmRSS %d KiB (%.1f MiB; anonymous %d KiB, file %d KiB; Go heap in use %.1f MiB), VmHWM %d KiB, disk writes while idle %d bytes",
-		targets, rssKiB, float64(rssKiB)/1024, anonKiB, fileKiB, heap/(1<<20), hwmKiB, writesAfter-writesBefore)
+	t.Logf("hookd idle with %d targets, VmRSS every %v from 15 s (MiB): %s", targets, step, strings.Join(series, " "))
+	t.Logf("after %v: largest VmRSS %d KiB (%.1f MiB; anonymous %d KiB, file %d KiB), last %d KiB; Go heap in use %.1f MiB; start-up peak (VmHWM) %d KiB; disk writes while idle %d bytes",
+		settle, peak, float64(peak)/1024, peakAnon, peakFile, last, heap/(1<<20), hwmKiB, writesAfter-writesBefore)
 	if writesAfter != writesBefore {
 		t.Errorf("hookd wrote %d bytes to disk while idle, want 0", writesAfter-writesBefore)
 	}
 	// Issue 6's goal; a bare program linking the same libraries idles at
 	// about 13 MiB.
-	if rssKiB > 15*1024 {
-		t.Errorf("hookd idle VmRSS = %d KiB, want at most 15 MiB", rssKiB)
+	if peak > 15*1024 {
+		t.Errorf("hookd idle VmRSS reached %d KiB after start-up, want at most 15 MiB", peak)
 	}
 }
 

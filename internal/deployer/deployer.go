@@ -386,6 +386,13 @@ func (d *Deployer) Ready(ctx context.Context) error {
 	return nil
 }
 
+// Idle reports whether no deploy is queued or running.
+func (d *Deployer) Idle() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pending) == 0 && len(d.running) == 0
+}
+
 // ErrSocketDenied is Healthy's answer while the engine's socket refuses
 // hookd's user: a set-up mistake that waiting does not fix.
 var ErrSocketDenied = errors.New("permission denied on the Docker socket: hookd's user is not in the socket's group " +

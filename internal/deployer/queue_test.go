@@ -150,6 +150,30 @@ func TestNextSkipsBusyTargetsAndKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestIdleWhileNothingQueuedOrRunning: hookd trims its memory only when the
+// deployer is idle, so a queued or running job must count as busy.
+func TestIdleWhileNothingQueuedOrRunning(t *testing.T) {
+	d := queueDeployer(t, Config{}, "a")
+	ctx := context.Background()
+	if !d.Idle() {
+		t.Fatal("Idle() = false with no job, want true")
+	}
+	if _, err := d.Submit(ctx, Request{Target: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if d.Idle() {
+		t.Error("Idle() = true with a job queued, want false")
+	}
+	d.next(ctx)
+	if d.Idle() {
+		t.Error("Idle() = true with a job running, want false")
+	}
+	d.done("a")
+	if !d.Idle() {
+		t.Error("Idle() = false after the job is done, want true")
+	}
+}
+
 func TestSubmitQueueFull(t *testing.T) {
 	d := queueDeployer(t, Config{QueueSize: 2}, "a", "b", "c")
 	ctx := context.Background()
