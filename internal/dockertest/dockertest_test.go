@@ -255,6 +255,17 @@ func TestStopIsPrompt(t *testing.T) {
 	reg := NewRegistry(t)
 	reg.PushApp(ctx, t, "hookd/app", "v1", App{Version: "v1"})
 	id, _ := RunContainer(ctx, t, cli, ContainerOptions{Image: reg.Ref("hookd/app", "v1")})
+	// Stop it once it serves: a SIGTERM that lands before the app's handler
+	// is installed ends PID 1 through the Go runtime's fallback, exit 2.
+	if ok, last := waitFor(ctx, 15*time.Second, func() (bool, string) {
+		s, err := healthStatus(ctx, cli, id)
+		if err != nil {
+			return false, err.Error()
+		}
+		return s == "healthy", s
+	}); !ok {
+		t.Fatalf("health status = %q, want healthy before the stop", last)
+	}
 
 	start := time.Now()
 	if err := cli.ContainerStop(ctx, id, container.StopOptions{}); err != nil {
