@@ -65,25 +65,28 @@ func dropProgramPages() (int64, error) {
 
 type region struct{ start, end uint64 }
 
-// programRegions parses /proc/self/smaps and returns the mappings of the
-// file that holds the mapping containing pc (the program) that are private,
-// not writable and hold no anonymous (privately copied) page: its text and
-// read-only data.
-func programRegions(smaps []byte, pc uint64) ([]region, error) {
-	type mapping struct {
-		region
-		perms, file string // file is "device inode"; "" for no file
-		anon        bool   // has a private copy of some page
-	}
+// mapping is one entry of /proc/self/smaps.
+type mapping struct {
+	region
+	perms, file string // file is "device inode"; "" for no file
+	anon        bool   // holds a private copy of some page
+	rssKiB      int64
+}
+
+// parseSmaps reads the entries of /proc/self/smaps.
+func parseSmaps(smaps []byte) ([]*mapping, error) {
 	var all []*mapping
-	var self string
 	var cur *mapping
 	s := bufio.NewScanner(bytes.NewReader(smaps))
 	for s.Scan() {
 		line := s.Text()
-		if rest, ok := strings.CutPrefix(line, "Anonymous:"); ok {
-			if cur != nil && strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")) != "0" {
-				cur.anon = true
+		if key, val, ok := strings.Cut(line, ":"); ok && cur != nil && !strings.Contains(key, " ") {
+			kib, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(val), "kB")), 10, 64)
+			switch key {
+			case "Anonymous":
+				cur.anon = kib != 0
+			case "Rss":
+				cur.rssKiB = kib
 			}
 			continue
 		}
@@ -105,13 +108,25 @@ func programRegions(smaps []byte, pc uint64) ([]region, error) {
 		if f[4] != "0" {
 			cur.file = f[3] + " " + f[4]
 		}
-		if start <= pc && pc < end {
-			self = cur.file
-		}
 		all = append(all, cur)
 	}
-	if err := s.Err(); err != nil {
+	return all, s.Err()
+}
+
+// programRegions parses /proc/self/smaps and returns the mappings of the
+// file that holds the mapping containing pc (the program) that are private,
+// not writable and hold no anonymous (privately copied) page: its text and
+// read-only data.
+func programRegions(smaps []byte, pc uint64) ([]region, error) {
+	all, err := parseSmaps(smaps)
+	if err != nil {
 		return nil, err
+	}
+	var self string
+	for _, m := range all {
+		if m.start <= pc && pc < m.end {
+			self = m.file
+		}
 	}
 	if self == "" {
 		return nil, errors.New("the program's own file mapping is not in /proc/self/smaps")

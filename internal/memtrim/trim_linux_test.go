@@ -171,22 +171,14 @@ func programKiB(t *testing.T, smaps []byte) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	all, err := parseSmaps(smaps)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var sum int64
-	in := false
-	for line := range strings.Lines(string(smaps)) {
-		if f := strings.Fields(line); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			lo, hi, _ := strings.Cut(f[0], "-")
-			start, _ := strconv.ParseUint(lo, 16, 64)
-			end, _ := strconv.ParseUint(hi, 16, 64)
-			in = slices.Contains(regions, region{start, end})
-			continue
-		}
-		if rest, ok := strings.CutPrefix(line, "Rss:"); ok && in {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("smaps Rss: %v", err)
-			}
-			sum += n
+	for _, m := range all {
+		if slices.Contains(regions, m.region) {
+			sum += m.rssKiB
 		}
 	}
 	return sum
