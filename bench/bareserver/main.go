@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"net"
@@ -29,7 +30,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
@@ -144,6 +144,6 @@ func bare(secret []byte) http.Handler {
 // acceptAll is a deploy queue that takes every request at once.
 type acceptAll struct{}
 
-func (acceptAll) Submit(_ context.Context, req deployer.Request) ([]deployer.Job, error) {
-	return []deployer.Job{{ID: "bench", Target: "www", Request: req, Status: deployer.StatusQueued}}, nil
+func (acceptAll) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
+	return []deploy.Job{{ID: "bench", Target: "www", Request: req, Status: deploy.StatusQueued}}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/and3rn3t/hookd/internal/api"
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 var (
@@ -168,7 +168,7 @@ func printDeployJobs(w io.Writer, jobs []api.Job, final bool) {
 func deployOutcome(jobs []api.Job) error {
 	var bad []string
 	for _, j := range jobs {
-		if j.Status == deployer.StatusFailed || j.Status == deployer.StatusRolledBack {
+		if j.Status == deploy.StatusFailed || j.Status == deploy.StatusRolledBack {
 			bad = append(bad, j.Target+" "+string(j.Status))
 		}
 	}

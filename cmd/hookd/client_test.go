@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/and3rn3t/hookd/internal/api"
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 const (
@@ -30,58 +30,58 @@ const (
 // configured for its target (or never, when none is).
 type clientFake struct {
 	mu       sync.Mutex
-	targets  []deployer.Target
-	jobs     []deployer.Job // oldest first
-	requests []deployer.Request
-	final    map[string]deployer.Job
+	targets  []deploy.Target
+	jobs     []deploy.Job // oldest first
+	requests []deploy.Request
+	final    map[string]deploy.Job
 }
 
 func newClientFake() *clientFake {
 	return &clientFake{
-		targets: []deployer.Target{
+		targets: []deploy.Target{
 			{Name: "db", Kind: "container", Image: "docker.io/library/postgres", Tag: "16",
-				Ref: deployer.ImageRef{Registry: "docker.io", Path: "library/postgres", Tag: "16"}},
+				Ref: deploy.ImageRef{Registry: "docker.io", Path: "library/postgres", Tag: "16"}},
 			{Name: "web", Kind: "container", Image: "ghcr.io/o/web", Tag: "latest",
-				Ref:    deployer.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
+				Ref:    deploy.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
 				Digest: "sha256:0123456789abcdef" + strings.Repeat("0", 48)},
 		},
-		final: map[string]deployer.Job{},
+		final: map[string]deploy.Job{},
 	}
 }
 
-func (f *clientFake) Submit(_ context.Context, req deployer.Request) ([]deployer.Job, error) {
+func (f *clientFake) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
-	var out []deployer.Job
+	var out []deploy.Job
 	for _, t := range f.targets {
 		if req.Target != "" && req.Target != t.Name ||
 			req.Repository != "" && (req.Repository != t.Image || req.Tag != t.Tag) {
 			continue
 		}
-		j := deployer.Job{
+		j := deploy.Job{
 			ID: fmt.Sprintf("job-%d", len(f.jobs)+1), Target: t.Name, Request: req,
-			Image: t.Image + ":" + t.Tag, Status: deployer.StatusQueued, CreatedAt: time.Now().Add(-3 * time.Minute),
+			Image: t.Image + ":" + t.Tag, Status: deploy.StatusQueued, CreatedAt: time.Now().Add(-3 * time.Minute),
 		}
 		f.jobs = append(f.jobs, j)
 		out = append(out, j)
 	}
 	if req.Target != "" && len(out) == 0 {
-		return nil, fmt.Errorf("submit %q: %w", req.Target, deployer.ErrUnknownTarget)
+		return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
 	}
 	return out, nil
 }
 
-func (f *clientFake) Targets() []deployer.Target {
+func (f *clientFake) Targets() []deploy.Target {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.targets)
 }
 
-func (f *clientFake) Jobs(_ context.Context, flt deployer.JobFilter) ([]deployer.Job, error) {
+func (f *clientFake) Jobs(_ context.Context, flt deploy.JobFilter) ([]deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []deployer.Job
+	var out []deploy.Job
 	for _, j := range slices.Backward(f.jobs) {
 		if flt.Target != "" && j.Target != flt.Target {
 			continue
@@ -93,7 +93,7 @@ func (f *clientFake) Jobs(_ context.Context, flt deployer.JobFilter) ([]deployer
 	return out, nil
 }
 
-func (f *clientFake) Job(_ context.Context, id string) (deployer.Job, error) {
+func (f *clientFake) Job(_ context.Context, id string) (deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, j := range f.jobs {
@@ -101,10 +101,10 @@ func (f *clientFake) Job(_ context.Context, id string) (deployer.Job, error) {
 			return j, nil
 		}
 	}
-	return deployer.Job{}, deployer.ErrJobNotFound
+	return deploy.Job{}, deploy.ErrJobNotFound
 }
 
-func (f *clientFake) WaitJob(ctx context.Context, id string) (deployer.Job, error) {
+func (f *clientFake) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
 	f.mu.Lock()
 	for i, j := range f.jobs {
 		if j.ID != id {
@@ -112,7 +112,7 @@ func (f *clientFake) WaitJob(ctx context.Context, id string) (deployer.Job, erro
 		}
 		end, ok := f.final[j.Target]
 		if !ok {
-			f.jobs[i].Status = deployer.StatusRunning
+			f.jobs[i].Status = deploy.StatusRunning
 			break
 		}
 		j.Status, j.Error, j.RollbackReason, j.RollbackDetail = end.Status, end.Error, end.RollbackReason, end.RollbackDetail
@@ -124,10 +124,10 @@ func (f *clientFake) WaitJob(ctx context.Context, id string) (deployer.Job, erro
 	}
 	f.mu.Unlock()
 	<-ctx.Done()
-	return deployer.Job{}, ctx.Err()
+	return deploy.Job{}, ctx.Err()
 }
 
-func (f *clientFake) lastRequest(t *testing.T) deployer.Request {
+func (f *clientFake) lastRequest(t *testing.T) deploy.Request {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -200,7 +200,7 @@ func TestClientDeploy(t *testing.T) {
 				}
 			}
 			req := f.lastRequest(t)
-			if req.Trigger != deployer.TriggerManual || req.Force != tc.wantForce {
+			if req.Trigger != deploy.TriggerManual || req.Force != tc.wantForce {
 				t.Errorf("request = %+v, want manual with force %v", req, tc.wantForce)
 			}
 		})
@@ -210,15 +210,15 @@ func TestClientDeploy(t *testing.T) {
 func TestClientDeployWait(t *testing.T) {
 	tests := []struct {
 		name       string
-		final      deployer.Job
+		final      deploy.Job
 		wantFailed bool
 		wantOut    []string
 	}{
-		{"succeeded", deployer.Job{Status: deployer.StatusSucceeded}, false, []string{"succeeded", "12.5s", "job-1"}},
-		{"up to date", deployer.Job{Status: deployer.StatusUpToDate}, false, []string{"up_to_date"}},
-		{"rolled back", deployer.Job{Status: deployer.StatusRolledBack, RollbackReason: "unhealthy", RollbackDetail: "exit code 3"},
+		{"succeeded", deploy.Job{Status: deploy.StatusSucceeded}, false, []string{"succeeded", "12.5s", "job-1"}},
+		{"up to date", deploy.Job{Status: deploy.StatusUpToDate}, false, []string{"up_to_date"}},
+		{"rolled back", deploy.Job{Status: deploy.StatusRolledBack, RollbackReason: "unhealthy", RollbackDetail: "exit code 3"},
 			true, []string{"rolled_back", "web: rolled back: unhealthy: exit code 3"}},
-		{"failed", deployer.Job{Status: deployer.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"},
+		{"failed", deploy.Job{Status: deploy.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"},
 			true, []string{"failed", "web: pull ghcr.io/o/web:latest: denied"}},
 	}
 	for _, tc := range tests {
@@ -362,7 +362,7 @@ func TestClientTokenAndURLSources(t *testing.T) {
 func statusFixture(t *testing.T) map[string]string {
 	t.Helper()
 	f := newClientFake()
-	f.final["web"] = deployer.Job{Status: deployer.StatusRolledBack, RollbackReason: "exited", RollbackDetail: "exit code 1"}
+	f.final["web"] = deploy.Job{Status: deploy.StatusRolledBack, RollbackReason: "exited", RollbackDetail: "exit code 1"}
 	url := startAPI(t, f, clientPoller{"web": time.Now().Add(4*time.Minute + 30*time.Second)})
 	env := map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": clientTestToken}
 	if got := runClientTest(t, env, "deploy", "web", "--wait"); !errors.Is(got.err, errDeployFailed) {
@@ -428,11 +428,11 @@ func TestClientStatusJSON(t *testing.T) {
 		t.Fatalf("decode status --json %q: %v", got.stdout, err)
 	}
 	if len(out.Targets) != 2 || out.Targets[1].Name != "web" || out.Targets[1].LastJob == nil ||
-		out.Targets[1].LastJob.Status != deployer.StatusRolledBack || out.Targets[1].NextPoll.IsZero() {
+		out.Targets[1].LastJob.Status != deploy.StatusRolledBack || out.Targets[1].NextPoll.IsZero() {
 		t.Errorf("targets = %+v, want db and web with its rolled back job and next poll", out.Targets)
 	}
 	if len(out.Jobs) != 1 || out.Jobs[0].ID != "job-1" || out.Jobs[0].RollbackReason != "exited" ||
-		out.Jobs[0].Trigger != deployer.TriggerManual {
+		out.Jobs[0].Trigger != deploy.TriggerManual {
 		t.Errorf("jobs = %+v, want job-1 rolled back for exited", out.Jobs)
 	}
 }

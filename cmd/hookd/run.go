@@ -32,6 +32,9 @@ import (
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
 
+// The bbolt store is the deployer's state.
+var _ deployer.State = (*store.Store)(nil)
+
 // Stamped at build time: -ldflags "-X main.version=v1.2.3 -X main.revision=abc".
 var (
 	version  = "dev"

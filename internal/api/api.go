@@ -1,17 +1,17 @@
 // Package api serves hookd's authenticated manual-deploy and status API
 // under /api/v1: POST /deploy, GET /targets, GET /jobs and GET /jobs/{id}.
-// It turns an operator's request into a deployer.Request with trigger
+// It turns an operator's request into a deploy.Request with trigger
 // "manual" and reports what the deployer knows; it never talks to Docker.
 package api
 
 import (
 	"context"
 	"crypto/sha256"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"net/http"
 	"time"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // Prefix is the path every route of the handler lives under. Mount the
@@ -55,15 +55,15 @@ type Config struct {
 // Deployments is what the API needs from the deployer.
 type Deployments interface {
 	// Submit queues req and returns the jobs it created or joined. It
-	// returns deployer.ErrUnknownTarget and deployer.ErrQueueFull.
-	Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error)
-	Targets() []deployer.Target
+	// returns deploy.ErrUnknownTarget and deploy.ErrQueueFull.
+	Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error)
+	Targets() []deploy.Target
 	// Jobs returns matching jobs, newest first.
-	Jobs(ctx context.Context, f deployer.JobFilter) ([]deployer.Job, error)
-	// Job returns deployer.ErrJobNotFound for an unknown id.
-	Job(ctx context.Context, id string) (deployer.Job, error)
+	Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, error)
+	// Job returns deploy.ErrJobNotFound for an unknown id.
+	Job(ctx context.Context, id string) (deploy.Job, error)
 	// WaitJob blocks until the job is final or ctx is done.
-	WaitJob(ctx context.Context, id string) (deployer.Job, error)
+	WaitJob(ctx context.Context, id string) (deploy.Job, error)
 }
 
 // Poller knows when a target's registry is polled next.

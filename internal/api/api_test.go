@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 )
@@ -29,36 +29,36 @@ const testToken = "s3cret-token-one"
 // outcome configured for its target (or never, when there is none).
 type fakeDeployments struct {
 	mu        sync.Mutex
-	targets   []deployer.Target
-	jobs      []deployer.Job // oldest first
-	requests  []deployer.Request
+	targets   []deploy.Target
+	jobs      []deploy.Job // oldest first
+	requests  []deploy.Request
 	submitErr error
 	jobsErr   error
-	outcome   map[string]deployer.Job // target → final state
-	delay     time.Duration           // how long a job with an outcome takes
+	outcome   map[string]deploy.Job // target → final state
+	delay     time.Duration         // how long a job with an outcome takes
 }
 
 func newFake() *fakeDeployments {
 	return &fakeDeployments{
-		targets: []deployer.Target{
+		targets: []deploy.Target{
 			{Name: "web", Kind: "container", Image: "ghcr.io/o/web", Tag: "latest",
-				Ref:    deployer.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
+				Ref:    deploy.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
 				Digest: "sha256:" + strings.Repeat("a", 64), ImageID: "sha256:" + strings.Repeat("b", 64), RolledBack: "sha256:" + strings.Repeat("c", 64)},
 			// No Ref: the API falls back to parsing Image and Tag.
 			{Name: "db", Kind: "container", Image: "docker.io/library/postgres", Tag: "16"},
 		},
-		outcome: map[string]deployer.Job{},
+		outcome: map[string]deploy.Job{},
 	}
 }
 
-func (f *fakeDeployments) Submit(_ context.Context, req deployer.Request) ([]deployer.Job, error) {
+func (f *fakeDeployments) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
 	if f.submitErr != nil {
 		return nil, f.submitErr
 	}
-	var out []deployer.Job
+	var out []deploy.Job
 	for _, t := range f.targets {
 		ref := targetRef(t)
 		switch {
@@ -67,37 +67,37 @@ func (f *fakeDeployments) Submit(_ context.Context, req deployer.Request) ([]dep
 		case req.Repository != "" && (req.Repository != ref.Repository() || req.Tag != ref.Tag):
 			continue
 		}
-		j := deployer.Job{
+		j := deploy.Job{
 			ID:        fmt.Sprintf("job-%d", len(f.jobs)+1),
 			Target:    t.Name,
 			Kind:      t.Kind,
 			Request:   req,
 			Image:     ref.Repository() + ":" + ref.Tag,
-			Status:    deployer.StatusQueued,
+			Status:    deploy.StatusQueued,
 			CreatedAt: time.Now(),
 		}
 		f.jobs = append(f.jobs, j)
 		out = append(out, j)
 	}
 	if req.Target != "" && len(out) == 0 {
-		return nil, fmt.Errorf("submit %q: %w", req.Target, deployer.ErrUnknownTarget)
+		return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
 	}
 	return out, nil
 }
 
-func (f *fakeDeployments) Targets() []deployer.Target {
+func (f *fakeDeployments) Targets() []deploy.Target {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.targets)
 }
 
-func (f *fakeDeployments) Jobs(_ context.Context, flt deployer.JobFilter) ([]deployer.Job, error) {
+func (f *fakeDeployments) Jobs(_ context.Context, flt deploy.JobFilter) ([]deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.jobsErr != nil {
 		return nil, f.jobsErr
 	}
-	var out []deployer.Job
+	var out []deploy.Job
 	for _, j := range slices.Backward(f.jobs) {
 		if flt.Target != "" && j.Target != flt.Target {
 			continue
@@ -110,7 +110,7 @@ func (f *fakeDeployments) Jobs(_ context.Context, flt deployer.JobFilter) ([]dep
 	return out, nil
 }
 
-func (f *fakeDeployments) Job(_ context.Context, id string) (deployer.Job, error) {
+func (f *fakeDeployments) Job(_ context.Context, id string) (deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, j := range f.jobs {
@@ -118,14 +118,14 @@ func (f *fakeDeployments) Job(_ context.Context, id string) (deployer.Job, error
 			return j, nil
 		}
 	}
-	return deployer.Job{}, fmt.Errorf("job %s: %w", id, deployer.ErrJobNotFound)
+	return deploy.Job{}, fmt.Errorf("job %s: %w", id, deploy.ErrJobNotFound)
 }
 
-func (f *fakeDeployments) WaitJob(ctx context.Context, id string) (deployer.Job, error) {
+func (f *fakeDeployments) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
 	select {
 	case <-time.After(f.delay):
 	case <-ctx.Done():
-		return deployer.Job{}, ctx.Err()
+		return deploy.Job{}, ctx.Err()
 	}
 	f.mu.Lock()
 	for i, j := range f.jobs {
@@ -134,7 +134,7 @@ func (f *fakeDeployments) WaitJob(ctx context.Context, id string) (deployer.Job,
 		}
 		out, ok := f.outcome[j.Target]
 		if !ok {
-			f.jobs[i].Status = deployer.StatusRunning
+			f.jobs[i].Status = deploy.StatusRunning
 			break
 		}
 		j.Status = out.Status
@@ -148,10 +148,10 @@ func (f *fakeDeployments) WaitJob(ctx context.Context, id string) (deployer.Job,
 	}
 	f.mu.Unlock()
 	<-ctx.Done()
-	return deployer.Job{}, ctx.Err()
+	return deploy.Job{}, ctx.Err()
 }
 
-func (f *fakeDeployments) lastRequest(t *testing.T) deployer.Request {
+func (f *fakeDeployments) lastRequest(t *testing.T) deploy.Request {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -400,7 +400,7 @@ func TestDeploy(t *testing.T) {
 		{name: "bad timeout", body: `{"wait":true,"timeout":"soon"}`, wantCode: 400, wantError: "not a duration"},
 		{name: "negative timeout", body: `{"wait":true,"timeout":"-1s"}`, wantCode: 400, wantError: "positive"},
 		{name: "timeout above maximum", body: `{"wait":true,"timeout":"11m"}`, wantCode: 400, wantError: "exceeds the maximum 10m0s"},
-		{name: "queue full", body: `{"target":"web"}`, submitErr: fmt.Errorf("submit: %w", deployer.ErrQueueFull),
+		{name: "queue full", body: `{"target":"web"}`, submitErr: fmt.Errorf("submit: %w", deploy.ErrQueueFull),
 			wantCode: 503, wantError: "queue is full"},
 		{name: "too large", body: `{"target":"` + strings.Repeat("w", DefaultMaxBodyBytes) + `"}`, wantCode: 413},
 	}
@@ -460,7 +460,7 @@ func TestDeployRequest(t *testing.T) {
 		t.Fatalf("POST = %d %s, want 202", got.code, got.body)
 	}
 	req := f.lastRequest(t)
-	if req.Trigger != deployer.TriggerManual || req.Repository != "ghcr.io/o/web" || req.Tag != "latest" ||
+	if req.Trigger != deploy.TriggerManual || req.Repository != "ghcr.io/o/web" || req.Tag != "latest" ||
 		!req.Force || req.Target != "" {
 		t.Errorf("submitted %+v, want manual forced ghcr.io/o/web:latest", req)
 	}
@@ -478,8 +478,8 @@ func TestDeployRequest(t *testing.T) {
 
 func TestDeployWait(t *testing.T) {
 	f := newFake()
-	f.outcome["web"] = deployer.Job{
-		Status:         deployer.StatusRolledBack,
+	f.outcome["web"] = deploy.Job{
+		Status:         deploy.StatusRolledBack,
 		RollbackReason: "unhealthy",
 		RollbackDetail: "curl: connection refused",
 		Phases:         map[string]float64{"pull": 3.5, "swap": 1.2, "health": 7},
@@ -494,16 +494,16 @@ func TestDeployWait(t *testing.T) {
 		t.Fatalf("jobs = %+v, want one", resp.Jobs)
 	}
 	j := resp.Jobs[0]
-	if j.Status != deployer.StatusRolledBack || j.RollbackReason != "unhealthy" ||
+	if j.Status != deploy.StatusRolledBack || j.RollbackReason != "unhealthy" ||
 		j.RollbackDetail != "curl: connection refused" || j.Phases["health"] != 7 ||
-		j.DurationSeconds != 12 || j.Trigger != deployer.TriggerManual || j.FinishedAt.IsZero() {
+		j.DurationSeconds != 12 || j.Trigger != deploy.TriggerManual || j.FinishedAt.IsZero() {
 		t.Errorf("job = %+v, want the final rolled back job with phases and timings", j)
 	}
 }
 
 func TestDeployWaitTimeout(t *testing.T) {
 	f := newFake()
-	f.outcome["web"] = deployer.Job{Status: deployer.StatusSucceeded}
+	f.outcome["web"] = deploy.Job{Status: deploy.StatusSucceeded}
 	// db never finishes.
 	h := newTestHandler(t, Config{}, f)
 	start := time.Now()
@@ -518,11 +518,11 @@ func TestDeployWaitTimeout(t *testing.T) {
 	if !strings.Contains(e.Error, "timed out after 100ms") {
 		t.Errorf("error = %q, want it to say it timed out after 100ms", e.Error)
 	}
-	states := map[string]deployer.Status{}
+	states := map[string]deploy.Status{}
 	for _, j := range e.Jobs {
 		states[j.Target] = j.Status
 	}
-	if states["web"] != deployer.StatusSucceeded || states["db"] != deployer.StatusRunning {
+	if states["web"] != deploy.StatusSucceeded || states["db"] != deploy.StatusRunning {
 		t.Errorf("job states = %v, want web succeeded and db running", states)
 	}
 }
@@ -558,7 +558,7 @@ func TestTargets(t *testing.T) {
 				web.ImageID != f.targets[0].ImageID || web.RolledBack != f.targets[0].RolledBack {
 				t.Errorf("web = %+v, want ghcr.io/o/web:latest with its digest, image id and rolled-back digest", web)
 			}
-			if web.LastJob == nil || web.LastJob.ID != "job-2" || web.LastJob.Status != deployer.StatusQueued {
+			if web.LastJob == nil || web.LastJob.ID != "job-2" || web.LastJob.Status != deploy.StatusQueued {
 				t.Errorf("web last job = %+v, want job-2 queued", web.LastJob)
 			}
 			if !web.NextPoll.Equal(tc.wantNext) {
@@ -570,7 +570,7 @@ func TestTargets(t *testing.T) {
 
 func TestJobs(t *testing.T) {
 	f := newFake()
-	f.outcome["web"] = deployer.Job{Status: deployer.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"}
+	f.outcome["web"] = deploy.Job{Status: deploy.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"}
 	h := newTestHandler(t, Config{}, f)
 	for range 3 {
 		do(t, h, http.MethodPost, "/api/v1/deploy", `{}`, testToken, "") // web and db each time
@@ -621,7 +621,7 @@ func TestJobs(t *testing.T) {
 		t.Fatalf("GET job-7 = %d %s, want 200", got.code, got.body)
 	}
 	j := decode[Job](t, got.body)
-	if j.ID != "job-7" || j.Status != deployer.StatusFailed || j.Error != "pull ghcr.io/o/web:latest: denied" ||
+	if j.ID != "job-7" || j.Status != deploy.StatusFailed || j.Error != "pull ghcr.io/o/web:latest: denied" ||
 		j.StartedAt.IsZero() || j.DurationSeconds != 12 {
 		t.Errorf("job-7 = %+v, want failed with its error and timings", j)
 	}
@@ -719,7 +719,7 @@ func TestMount(t *testing.T) {
 // behind a middleware that wraps the ResponseWriter.
 func TestDeployWaitOutlivesWriteTimeout(t *testing.T) {
 	f := newFake()
-	f.outcome["web"] = deployer.Job{Status: deployer.StatusSucceeded}
+	f.outcome["web"] = deploy.Job{Status: deploy.StatusSucceeded}
 	f.delay = 600 * time.Millisecond
 	h := newTestHandler(t, Config{}, f)
 	wrap := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -745,7 +745,7 @@ func TestDeployWaitOutlivesWriteTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read answer: %v", err)
 	}
-	if resp.StatusCode != http.StatusOK || decode[DeployResponse](t, string(body)).Jobs[0].Status != deployer.StatusSucceeded {
+	if resp.StatusCode != http.StatusOK || decode[DeployResponse](t, string(body)).Jobs[0].Status != deploy.StatusSucceeded {
 		t.Errorf("POST wait = %d %s, want 200 with the succeeded job", resp.StatusCode, body)
 	}
 }

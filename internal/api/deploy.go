@@ -7,12 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"net/http"
 	"slices"
 	"time"
-
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // submitTimeout bounds queueing a request (persisting its jobs).
@@ -101,10 +100,10 @@ func (s *server) decodeDeploy(w http.ResponseWriter, r *http.Request) (DeployReq
 
 // deployRequest validates body and turns it into the deployer's request and
 // the time to wait.
-func (s *server) deployRequest(body DeployRequest) (deployer.Request, time.Duration, error) {
-	req := deployer.Request{
+func (s *server) deployRequest(body DeployRequest) (deploy.Request, time.Duration, error) {
+	req := deploy.Request{
 		Target:     body.Target,
-		Trigger:    deployer.TriggerManual,
+		Trigger:    deploy.TriggerManual,
 		ID:         newRequestID(),
 		Force:      body.Force,
 		ReceivedAt: s.now(),
@@ -113,7 +112,7 @@ func (s *server) deployRequest(body DeployRequest) (deployer.Request, time.Durat
 		return req, 0, badRequest("give either target or image, not both")
 	}
 	if body.Image != "" {
-		ref, err := deployer.ParseRef(body.Image)
+		ref, err := deploy.ParseRef(body.Image)
 		if err != nil {
 			return req, 0, badRequest("%v", err)
 		}
@@ -136,9 +135,9 @@ func (s *server) deployRequest(body DeployRequest) (deployer.Request, time.Durat
 }
 
 // submitError answers a failed Submit; a 404 lists what is known instead.
-func (s *server) submitError(w http.ResponseWriter, r *http.Request, req deployer.Request, err error) {
+func (s *server) submitError(w http.ResponseWriter, r *http.Request, req deploy.Request, err error) {
 	var body ErrorResponse
-	if errors.Is(err, deployer.ErrUnknownTarget) || errors.Is(err, errNoTarget) {
+	if errors.Is(err, deploy.ErrUnknownTarget) || errors.Is(err, errNoTarget) {
 		switch {
 		case req.Target != "":
 			body.Error = fmt.Sprintf("unknown target %q", req.Target)
@@ -154,13 +153,13 @@ func (s *server) submitError(w http.ResponseWriter, r *http.Request, req deploye
 }
 
 // wait holds the answer until every job is final or the timeout passes.
-func (s *server) wait(w http.ResponseWriter, r *http.Request, jobs []deployer.Job, timeout time.Duration) {
+func (s *server) wait(w http.ResponseWriter, r *http.Request, jobs []deploy.Job, timeout time.Duration) {
 	// The daemon's WriteTimeout must not cut a long wait short.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 30*time.Second))
 
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	final := make([]deployer.Job, len(jobs))
+	final := make([]deploy.Job, len(jobs))
 	copy(final, jobs)
 	for i, j := range jobs {
 		got, err := s.deps.WaitJob(ctx, j.ID)
@@ -186,10 +185,10 @@ func (s *server) wait(w http.ResponseWriter, r *http.Request, jobs []deployer.Jo
 
 // current refreshes the jobs that are not final yet, keeping the last known
 // state where the look-up fails.
-func (s *server) current(ctx context.Context, jobs []deployer.Job) []deployer.Job {
+func (s *server) current(ctx context.Context, jobs []deploy.Job) []deploy.Job {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	out := make([]deployer.Job, len(jobs))
+	out := make([]deploy.Job, len(jobs))
 	for i, j := range jobs {
 		out[i] = j
 		if j.Status.Final() {
@@ -203,7 +202,7 @@ func (s *server) current(ctx context.Context, jobs []deployer.Job) []deployer.Jo
 }
 
 // followed reports whether any target follows req's repository and tag.
-func (s *server) followed(req deployer.Request) bool {
+func (s *server) followed(req deploy.Request) bool {
 	for _, t := range s.deps.Targets() {
 		ref := targetRef(t)
 		if ref.Repository() == req.Repository && ref.Tag == req.Tag {

@@ -4,9 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"net/http"
-
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // Errors of the API itself. Their text, and the text of anything wrapping
@@ -41,9 +40,9 @@ var errorStatus = []struct {
 	{errMethodNotAllowed, http.StatusMethodNotAllowed, false, "method not allowed"},
 	{errNoTarget, http.StatusNotFound, true, ""},
 	{errWaitTimeout, http.StatusGatewayTimeout, true, ""},
-	{deployer.ErrUnknownTarget, http.StatusNotFound, false, "unknown target"},
-	{deployer.ErrJobNotFound, http.StatusNotFound, false, "job not found"},
-	{deployer.ErrQueueFull, http.StatusServiceUnavailable, false, "deploy queue is full, try again later"},
+	{deploy.ErrUnknownTarget, http.StatusNotFound, false, "unknown target"},
+	{deploy.ErrJobNotFound, http.StatusNotFound, false, "job not found"},
+	{deploy.ErrQueueFull, http.StatusServiceUnavailable, false, "deploy queue is full, try again later"},
 }
 
 // statusOf returns the status code and client message for err.

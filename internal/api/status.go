@@ -3,12 +3,12 @@ package api
 import (
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/go-chi/chi/v5"
 )
 
@@ -35,7 +35,7 @@ func (s *server) handleTargets() http.HandlerFunc {
 				ImageID:    t.ImageID,
 				RolledBack: t.RolledBack,
 			}
-			last, err := s.deps.Jobs(r.Context(), deployer.JobFilter{Target: t.Name, Limit: 1})
+			last, err := s.deps.Jobs(r.Context(), deploy.JobFilter{Target: t.Name, Limit: 1})
 			if err != nil {
 				s.writeError(w, r, fmt.Errorf("last job of %s: %w", t.Name, err), ErrorResponse{})
 				return
@@ -69,7 +69,7 @@ func (s *server) handleJobs() http.HandlerFunc {
 			}
 			limit = n
 		}
-		jobs, err := s.deps.Jobs(r.Context(), deployer.JobFilter{Target: q.Get("target"), Limit: limit})
+		jobs, err := s.deps.Jobs(r.Context(), deploy.JobFilter{Target: q.Get("target"), Limit: limit})
 		if err != nil {
 			s.writeError(w, r, fmt.Errorf("list jobs: %w", err), ErrorResponse{})
 			return
@@ -86,7 +86,7 @@ func (s *server) handleJob() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "id")
 		job, err := s.deps.Job(r.Context(), id)
-		if errors.Is(err, deployer.ErrJobNotFound) {
+		if errors.Is(err, deploy.ErrJobNotFound) {
 			s.writeError(w, r, err, ErrorResponse{Error: fmt.Sprintf("job %q not found", id)})
 			return
 		}

@@ -1,9 +1,8 @@
 package api
 
 import (
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"time"
-
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // The wire types below are the API's contract; the CLI client decodes them.
@@ -23,20 +22,20 @@ type DeployRequest struct {
 
 // JobRef names a job and its status.
 type JobRef struct {
-	ID     string          `json:"id"`
-	Target string          `json:"target"`
-	Status deployer.Status `json:"status"`
+	ID     string        `json:"id"`
+	Target string        `json:"target"`
+	Status deploy.Status `json:"status"`
 }
 
 // Job is one deploy of one target with its outcome and timings.
 type Job struct {
-	ID        string           `json:"id"`
-	Target    string           `json:"target"`
-	Kind      string           `json:"kind,omitempty"`
-	Status    deployer.Status  `json:"status"`
-	Trigger   deployer.Trigger `json:"trigger,omitempty"`
-	RequestID string           `json:"request_id,omitempty"`
-	Force     bool             `json:"force,omitempty"`
+	ID        string         `json:"id"`
+	Target    string         `json:"target"`
+	Kind      string         `json:"kind,omitempty"`
+	Status    deploy.Status  `json:"status"`
+	Trigger   deploy.Trigger `json:"trigger,omitempty"`
+	RequestID string         `json:"request_id,omitempty"`
+	Force     bool           `json:"force,omitempty"`
 	// Image is the reference deployed, "repo:tag".
 	Image        string `json:"image,omitempty"`
 	DigestBefore string `json:"digest_before,omitempty"`
@@ -96,7 +95,7 @@ type ErrorResponse struct {
 	Jobs    []Job    `json:"jobs,omitempty"`
 }
 
-func jobView(j deployer.Job) Job {
+func jobView(j deploy.Job) Job {
 	v := Job{
 		ID:             j.ID,
 		Target:         j.Target,
@@ -122,7 +121,7 @@ func jobView(j deployer.Job) Job {
 	return v
 }
 
-func jobViews(jobs []deployer.Job) []Job {
+func jobViews(jobs []deploy.Job) []Job {
 	out := make([]Job, 0, len(jobs))
 	for _, j := range jobs {
 		out = append(out, jobView(j))
@@ -130,18 +129,18 @@ func jobViews(jobs []deployer.Job) []Job {
 	return out
 }
 
-func jobRef(j deployer.Job) JobRef {
+func jobRef(j deploy.Job) JobRef {
 	return JobRef{ID: j.ID, Target: j.Target, Status: j.Status}
 }
 
 // targetRef returns the normalised image reference a target follows.
-func targetRef(t deployer.Target) deployer.ImageRef {
+func targetRef(t deploy.Target) deploy.ImageRef {
 	if t.Ref.Registry != "" {
 		return t.Ref
 	}
-	r, err := deployer.ParseRef(t.Image)
+	r, err := deploy.ParseRef(t.Image)
 	if err != nil {
-		r = deployer.ImageRef{Path: t.Image}
+		r = deploy.ImageRef{Path: t.Image}
 	}
 	if t.Tag != "" {
 		r.Tag = t.Tag

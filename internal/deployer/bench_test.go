@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"net/http"
 	"sort"
@@ -204,7 +205,7 @@ func BenchmarkRecreate(b *testing.B) {
 	// Each side's image gets a layer of its own (its version file): were
 	// the versions equal, whichever side pulled second would find the layer
 	// already extracted and look some 70ms faster.
-	runHookd := func(version string) (j Job) {
+	runHookd := func(version string) (j deploy.Job) {
 		old, err := cli.ContainerInspect(ctx, hookName)
 		if err != nil {
 			b.Fatal(err)
@@ -213,12 +214,12 @@ func BenchmarkRecreate(b *testing.B) {
 		p := startProbe("http://" + hookAddr + "/")
 		time.Sleep(100 * time.Millisecond) // a baseline of answers
 		t0 := time.Now()
-		jobs, err := d.Submit(ctx, Request{Target: hookName, Trigger: TriggerManual, ReceivedAt: t0})
+		jobs, err := d.Submit(ctx, deploy.Request{Target: hookName, Trigger: deploy.TriggerManual, ReceivedAt: t0})
 		if err != nil {
 			b.Fatal(err)
 		}
 		j, err = d.WaitJob(ctx, jobs[0].ID)
-		if err != nil || j.Status != StatusSucceeded {
+		if err != nil || j.Status != deploy.StatusSucceeded {
 			b.Fatalf("hookd job = %s %q, %v", j.Status, j.Error, err)
 		}
 		hookDone = append(hookDone, time.Since(t0))
@@ -258,7 +259,7 @@ func BenchmarkRecreate(b *testing.B) {
 
 		// Alternate who goes first, so that neither always runs right
 		// after the other's clean-up.
-		var j Job
+		var j deploy.Job
 		if i%2 == 0 {
 			j = runHookd(hookVersion)
 			runPlain(plainVersion)

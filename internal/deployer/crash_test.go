@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"sync"
@@ -24,24 +25,24 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 	reg := dockertest.NewRegistry(t)
 
 	tests := []struct {
-		point       string // crash point: a phase (after it), or phase+":journal" (journalled, not taken)
-		unhealthy   bool   // the new image fails its gate
-		loseJournal bool   // the restarted hookd has no state at all
-		want        Status // final status of the interrupted job
-		failedKept  bool   // <name>.hookd-failed exists after reconcile
+		point       string        // crash point: a phase (after it), or phase+":journal" (journalled, not taken)
+		unhealthy   bool          // the new image fails its gate
+		loseJournal bool          // the restarted hookd has no state at all
+		want        deploy.Status // final status of the interrupted job
+		failedKept  bool          // <name>.hookd-failed exists after reconcile
 	}{
-		{point: "create:journal", want: StatusSucceeded},
-		{point: phaseCreate, want: StatusSucceeded},
-		{point: phaseStopOld + ":journal", want: StatusSucceeded},
-		{point: phaseStopOld, want: StatusSucceeded},
-		{point: phaseRenameOld, want: StatusSucceeded},
-		{point: phaseRenameNew, want: StatusSucceeded},
-		{point: phaseStartNew, want: StatusSucceeded},
-		{point: phaseHealth + ":journal", want: StatusSucceeded},
-		{point: phaseCleanup + ":journal", want: StatusSucceeded},
-		{point: phaseCleanup, want: StatusSucceeded},
-		{point: phaseRollback + ":journal", unhealthy: true, want: StatusRolledBack, failedKept: true},
-		{point: phaseRollback, unhealthy: true, want: StatusRolledBack, failedKept: true},
+		{point: "create:journal", want: deploy.StatusSucceeded},
+		{point: phaseCreate, want: deploy.StatusSucceeded},
+		{point: phaseStopOld + ":journal", want: deploy.StatusSucceeded},
+		{point: phaseStopOld, want: deploy.StatusSucceeded},
+		{point: phaseRenameOld, want: deploy.StatusSucceeded},
+		{point: phaseRenameNew, want: deploy.StatusSucceeded},
+		{point: phaseStartNew, want: deploy.StatusSucceeded},
+		{point: phaseHealth + ":journal", want: deploy.StatusSucceeded},
+		{point: phaseCleanup + ":journal", want: deploy.StatusSucceeded},
+		{point: phaseCleanup, want: deploy.StatusSucceeded},
+		{point: phaseRollback + ":journal", unhealthy: true, want: deploy.StatusRolledBack, failedKept: true},
+		{point: phaseRollback, unhealthy: true, want: deploy.StatusRolledBack, failedKept: true},
 		{point: phaseRenameOld, loseJournal: true},
 		{point: phaseRenameNew, loseJournal: true},
 		{point: phaseStartNew, loseJournal: true},
@@ -77,7 +78,7 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			})
 			waitTarget(ctx, t, d1.Deployer, target)
 			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", Unhealthy: tt.unhealthy})
-			jobs, err := d1.Submit(ctx, Request{Target: target})
+			jobs, err := d1.Submit(ctx, deploy.Request{Target: target})
 			if err != nil {
 				t.Fatalf("Submit: %v", err)
 			}
@@ -166,7 +167,7 @@ func TestIntegrationStaleJournalEntry(t *testing.T) {
 	})
 	state := newMemState(10)
 	gone := strings.Repeat("ab", 32)
-	if err := state.PutStep(ctx, Step{Target: target, JobID: "0000000000000001", Phase: phaseStartNew, OldID: gone, NewID: strings.Repeat("cd", 32)}); err != nil {
+	if err := state.PutStep(ctx, deploy.Step{Target: target, JobID: "0000000000000001", Phase: phaseStartNew, OldID: gone, NewID: strings.Repeat("cd", 32)}); err != nil {
 		t.Fatal(err)
 	}
 	d := startDeployer(ctx, t, cli, Config{State: state})
@@ -178,7 +179,7 @@ func TestIntegrationStaleJournalEntry(t *testing.T) {
 	}
 	waitTarget(ctx, t, d.Deployer, target)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-	if j := deployOne(ctx, t, d.Deployer, Request{Target: target}); j.Status != StatusSucceeded {
+	if j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: target}); j.Status != deploy.StatusSucceeded {
 		t.Errorf("deploy after a stale journal entry = %s %q, want succeeded", j.Status, j.Error)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -65,18 +66,26 @@ type Docker interface {
 
 var _ Docker = (*client.Client)(nil)
 
-// Labels hookd reads.
-const (
-	LabelEnable        = "hookd.enable"
-	LabelHealthTimeout = "hookd.health-timeout"
-)
-
 // Suffixes of the names hookd gives containers during a swap.
 const (
 	suffixNew    = ".hookd-new"
 	suffixOld    = ".hookd-old"
 	suffixFailed = ".hookd-failed"
 )
+
+// State persists what the deployer must not lose: jobs (a queued job is a
+// pending request) and the recreate journal. The bbolt store implements it;
+// New uses an in-memory one when none is given.
+type State interface {
+	PutJob(ctx context.Context, j deploy.Job) error
+	// Jobs returns matching jobs, newest first.
+	Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, error)
+	// Job returns ErrJobNotFound when id is unknown.
+	Job(ctx context.Context, id string) (deploy.Job, error)
+	PutStep(ctx context.Context, s deploy.Step) error
+	Steps(ctx context.Context) ([]deploy.Step, error)
+	DeleteStep(ctx context.Context, target string) error
+}
 
 // Config tunes a Deployer. Zero values select the defaults.
 type Config struct {
@@ -128,12 +137,12 @@ type Deployer struct {
 	log     *slog.Logger
 
 	mu         sync.Mutex
-	targets    map[string]Target // by name
-	rolledBack map[string]string // target → digest its last rollback left
+	targets    map[string]deploy.Target // by name
+	rolledBack map[string]string        // target → digest its last rollback left
 	discovered bool
 	started    bool
-	pending    map[string]*Job // target → its one queued job
-	order      []string        // targets with a pending job, oldest first
+	pending    map[string]*deploy.Job // target → its one queued job
+	order      []string               // targets with a pending job, oldest first
 	running    map[string]string
 	changed    chan struct{} // closed and replaced on every change
 	lastID     uint64
@@ -186,42 +195,19 @@ func New(docker Docker, cfg Config) *Deployer {
 		state:      cfg.State,
 		metrics:    cfg.Metrics,
 		log:        cfg.Logger,
-		targets:    make(map[string]Target),
+		targets:    make(map[string]deploy.Target),
 		rolledBack: make(map[string]string),
-		pending:    make(map[string]*Job),
+		pending:    make(map[string]*deploy.Job),
 		running:    make(map[string]string),
 		changed:    make(chan struct{}),
 	}
 }
 
-// Target is a container or a Swarm service hookd deploys.
-type Target struct {
-	Name string `json:"name"`
-	ID   string `json:"id"`
-	Kind string `json:"kind"` // "container" or "service"
-	// Image is the normalised repository the target follows, Tag its tag.
-	Image string   `json:"image"`
-	Tag   string   `json:"tag"`
-	Ref   ImageRef `json:"-"`
-	// ImageID is the id of the image the container runs; Digest its
-	// repository digest when known. A service has no ImageID (its nodes
-	// may run different platforms); Digest is the digest its spec pins.
-	ImageID string `json:"image_id"`
-	Digest  string `json:"digest,omitempty"`
-	// HealthTimeout is the container's health gate; 0 for a service, whose
-	// tasks Swarm gates.
-	HealthTimeout time.Duration `json:"health_timeout"`
-	// RolledBack is the digest whose deploy this target last rolled back
-	// (or Swarm did), until a later deploy of it succeeds or finds it up
-	// to date: the poller does not try that digest again.
-	RolledBack string `json:"rolled_back_digest,omitempty"`
-}
-
 // Targets returns the known targets sorted by name. It does not call Docker.
-func (d *Deployer) Targets() []Target {
+func (d *Deployer) Targets() []deploy.Target {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]Target, 0, len(d.targets))
+	out := make([]deploy.Target, 0, len(d.targets))
 	for _, t := range d.targets {
 		t.RolledBack = d.rolledBack[t.Name]
 		out = append(out, t)
@@ -240,15 +226,15 @@ func (d *Deployer) Targets() []Target {
 // ErrQueueFull when the queue has no room for the new jobs (none is queued
 // then), and an error when the jobs cannot be persisted. Returned jobs are
 // persisted before Submit returns.
-func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
-	var want ImageRef
+func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
+	var want deploy.ImageRef
 	if req.Repository != "" {
-		r, err := ParseRef(req.Repository)
+		r, err := deploy.ParseRef(req.Repository)
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
 		}
 		want = r
-		want.Tag = DefaultTag
+		want.Tag = deploy.DefaultTag
 		if req.Tag != "" {
 			want.Tag = req.Tag
 		}
@@ -265,7 +251,7 @@ func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
 	if req.Target != "" {
 		t, ok := d.targets[req.Target]
 		if !ok {
-			return nil, fmt.Errorf("submit %q: %w", req.Target, ErrUnknownTarget)
+			return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
 		}
 		if req.Repository == "" || t.Image == want.Repository() && t.Tag == want.Tag {
 			names = append(names, t.Name)
@@ -286,13 +272,13 @@ func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
 		}
 	}
 	if len(d.pending)+fresh > d.cfg.QueueSize {
-		return nil, ErrQueueFull
+		return nil, deploy.ErrQueueFull
 	}
 
-	jobs := make([]Job, 0, len(names))
+	jobs := make([]deploy.Job, 0, len(names))
 	for _, n := range names {
 		t := d.targets[n]
-		var j Job
+		var j deploy.Job
 		if p := d.pending[n]; p != nil {
 			// Coalesce: the newest request wins, but a force is never lost.
 			j = *p
@@ -303,13 +289,13 @@ func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
 		} else {
 			r := req
 			r.Target = n
-			j = Job{
+			j = deploy.Job{
 				ID:        d.newID(),
 				Target:    n,
 				Kind:      t.Kind,
 				Request:   r,
 				Image:     t.Ref.Repository() + ":" + t.Ref.Tag,
-				Status:    StatusQueued,
+				Status:    deploy.StatusQueued,
 				CreatedAt: time.Now().UTC(),
 			}
 		}
@@ -323,7 +309,7 @@ func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
 		if d.pending[n] == nil {
 			d.order = append(d.order, n)
 		}
-		jc := cloneJob(j)
+		jc := j.Clone()
 		d.pending[n] = &jc
 		jobs = append(jobs, j)
 	}
@@ -333,7 +319,7 @@ func (d *Deployer) Submit(ctx context.Context, req Request) ([]Job, error) {
 }
 
 // Jobs returns matching jobs, newest first.
-func (d *Deployer) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+func (d *Deployer) Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, error) {
 	jobs, err := d.state.Jobs(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
@@ -342,24 +328,24 @@ func (d *Deployer) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 }
 
 // Job returns one job, or an error wrapping ErrJobNotFound.
-func (d *Deployer) Job(ctx context.Context, id string) (Job, error) {
+func (d *Deployer) Job(ctx context.Context, id string) (deploy.Job, error) {
 	j, err := d.state.Job(ctx, id)
 	if err != nil {
-		return Job{}, fmt.Errorf("job %q: %w", id, err)
+		return deploy.Job{}, fmt.Errorf("job %q: %w", id, err)
 	}
 	return j, nil
 }
 
 // WaitJob blocks until the job is final and returns it, or returns ctx's
 // error (with the job as last seen) when ctx is done first.
-func (d *Deployer) WaitJob(ctx context.Context, id string) (Job, error) {
+func (d *Deployer) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
 	for {
 		d.mu.Lock()
 		ch := d.changed
 		d.mu.Unlock()
 		j, err := d.Job(ctx, id)
 		if err != nil {
-			return Job{}, err
+			return deploy.Job{}, err
 		}
 		if j.Status.Final() {
 			return j, nil
@@ -442,7 +428,7 @@ func (d *Deployer) newID() string {
 
 // saveJob persists j and wakes WaitJob callers. It is only called by the
 // worker that owns j, after j left the pending set, so no Submit can race it.
-func (d *Deployer) saveJob(ctx context.Context, j Job) {
+func (d *Deployer) saveJob(ctx context.Context, j deploy.Job) {
 	if err := d.state.PutJob(context.WithoutCancel(ctx), j); err != nil {
 		d.log.Error("persist job failed", "job_id", j.ID, "target", j.Target, "err", err)
 	}
@@ -453,7 +439,7 @@ func (d *Deployer) saveJob(ctx context.Context, j Job) {
 
 // next blocks until a job for a target that is not being deployed is
 // pending, and marks the target running. It returns false when ctx is done.
-func (d *Deployer) next(ctx context.Context) (Job, bool) {
+func (d *Deployer) next(ctx context.Context) (deploy.Job, bool) {
 	for {
 		d.mu.Lock()
 		for i, n := range d.order {
@@ -473,7 +459,7 @@ func (d *Deployer) next(ctx context.Context) (Job, bool) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return Job{}, false
+			return deploy.Job{}, false
 		}
 	}
 }
@@ -546,7 +532,7 @@ func (d *Deployer) startup(ctx context.Context) error {
 // resume puts the jobs an earlier run left queued or running back in the
 // queue, one per target (the newest; older ones are marked superseded).
 func (d *Deployer) resume(ctx context.Context) error {
-	jobs, err := d.state.Jobs(ctx, JobFilter{})
+	jobs, err := d.state.Jobs(ctx, deploy.JobFilter{})
 	if err != nil {
 		return fmt.Errorf("resume jobs: %w", err)
 	}
@@ -563,12 +549,12 @@ func (d *Deployer) resume(ctx context.Context) error {
 			continue
 		}
 		if p := d.pending[j.Target]; p != nil && p.ID != j.ID {
-			j.Status = StatusFailed
+			j.Status = deploy.StatusFailed
 			j.Error = "superseded by job " + p.ID
 			j.FinishedAt = time.Now().UTC()
 		} else if p == nil {
-			if j.Status == StatusRunning {
-				j.Status = StatusQueued
+			if j.Status == deploy.StatusRunning {
+				j.Status = deploy.StatusQueued
 			}
 			jc := j
 			d.pending[j.Target] = &jc

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"net"
@@ -95,9 +96,9 @@ func startDeployer(ctx context.Context, t *testing.T, cli *client.Client, cfg Co
 	return runningDeployer{Deployer: d, metrics: cfg.Metrics, stop: stop}
 }
 
-func waitTarget(ctx context.Context, t *testing.T, d *Deployer, name string) Target {
+func waitTarget(ctx context.Context, t *testing.T, d *Deployer, name string) deploy.Target {
 	t.Helper()
-	var got Target
+	var got deploy.Target
 	dockertest.WaitFor(t, 10*time.Second, "target "+name, func() (bool, string) {
 		for _, tg := range d.Targets() {
 			if tg.Name == name {
@@ -111,10 +112,10 @@ func waitTarget(ctx context.Context, t *testing.T, d *Deployer, name string) Tar
 }
 
 // deployOne submits req, expects exactly one job and waits for it.
-func deployOne(ctx context.Context, t *testing.T, d *Deployer, req Request) Job {
+func deployOne(ctx context.Context, t *testing.T, d *Deployer, req deploy.Request) deploy.Job {
 	t.Helper()
 	if req.Trigger == "" {
-		req.Trigger = TriggerManual
+		req.Trigger = deploy.TriggerManual
 	}
 	jobs, err := d.Submit(ctx, req)
 	if err != nil {
@@ -204,7 +205,7 @@ func containersNamed(ctx context.Context, t *testing.T, cli *client.Client, base
 }
 
 func enabled(extra map[string]string) map[string]string {
-	l := map[string]string{LabelEnable: "true"}
+	l := map[string]string{deploy.LabelEnable: "true"}
 	for k, v := range extra {
 		l[k] = v
 	}
@@ -260,8 +261,8 @@ func TestIntegrationDeployCarriesEverythingOver(t *testing.T) {
 		Cmd:     []string{"/app", "serve", "from-v2"},
 	})
 
-	j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo, Tag: "latest", Trigger: TriggerWebhook, ID: "delivery-1"})
-	if j.Status != StatusSucceeded {
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo, Tag: "latest", Trigger: deploy.TriggerWebhook, ID: "delivery-1"})
+	if j.Status != deploy.StatusSucceeded {
 		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
 	}
 	if j.DigestAfter == "" || j.DigestAfter == j.DigestBefore {
@@ -287,7 +288,7 @@ func TestIntegrationDeployCarriesEverythingOver(t *testing.T) {
 		{"label user.label", c.Config.Labels["user.label"], "mine"},
 		{"label com.docker.compose.service", c.Config.Labels["com.docker.compose.service"], "carry"},
 		{"label img.version (image default)", c.Config.Labels["img.version"], "two"},
-		{"label hookd.enable", c.Config.Labels[LabelEnable], "true"},
+		{"label hookd.enable", c.Config.Labels[deploy.LabelEnable], "true"},
 		{"restart policy", string(c.HostConfig.RestartPolicy.Name), "unless-stopped"},
 		{"stop timeout", fmt.Sprint(derefInt(c.Config.StopTimeout)), "7"},
 		{"extra hosts", fmt.Sprint(c.HostConfig.ExtraHosts), "[example.internal:10.1.2.3]"},
@@ -367,16 +368,16 @@ func TestIntegrationUpToDate(t *testing.T) {
 
 	tests := []struct {
 		name string
-		req  Request
+		req  deploy.Request
 	}{
-		{"by digest, no pull", Request{Repository: reg.Host + "/" + repo, Digest: digest}},
-		{"by tag after pull", Request{Repository: reg.Host + "/" + repo}},
+		{"by digest, no pull", deploy.Request{Repository: reg.Host + "/" + repo, Digest: digest}},
+		{"by tag after pull", deploy.Request{Repository: reg.Host + "/" + repo}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg.ResetRequests()
 			j := deployOne(ctx, t, d.Deployer, tt.req)
-			if j.Status != StatusUpToDate {
+			if j.Status != deploy.StatusUpToDate {
 				t.Errorf("job status = %s (error %q), want up_to_date", j.Status, j.Error)
 			}
 			if got := inspect(ctx, t, cli, name).ID; got != id {
@@ -395,8 +396,8 @@ func TestIntegrationUpToDate(t *testing.T) {
 	}
 
 	t.Run("force recreates", func(t *testing.T) {
-		j := deployOne(ctx, t, d.Deployer, Request{Target: name, Force: true})
-		if j.Status != StatusSucceeded {
+		j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name, Force: true})
+		if j.Status != deploy.StatusSucceeded {
 			t.Errorf("forced job status = %s (error %q), want succeeded", j.Status, j.Error)
 		}
 		if got := inspect(ctx, t, cli, name).ID; got == id {
@@ -423,8 +424,8 @@ func TestIntegrationAttestationOnlyChangeIsUpToDate(t *testing.T) {
 	if first == second {
 		t.Fatalf("index digest unchanged by attestations; the test proves nothing")
 	}
-	j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo, Digest: second})
-	if j.Status != StatusUpToDate {
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo, Digest: second})
+	if j.Status != deploy.StatusUpToDate {
 		t.Errorf("job status = %s (error %q), want up_to_date: the platform image did not change", j.Status, j.Error)
 	}
 	if got := inspect(ctx, t, cli, name).ID; got != id {
@@ -462,8 +463,8 @@ func TestIntegrationRollback(t *testing.T) {
 			waitTarget(ctx, t, d.Deployer, name)
 			reg.PushApp(ctx, t, repo, "latest", tt.app)
 
-			j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo})
-			if j.Status != StatusRolledBack || j.RollbackReason != tt.reason {
+			j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo})
+			if j.Status != deploy.StatusRolledBack || j.RollbackReason != tt.reason {
 				t.Fatalf("job status, reason = %s, %q (error %q), want rolled_back, %q", j.Status, j.RollbackReason, j.Error, tt.reason)
 			}
 			if !strings.Contains(j.RollbackDetail, tt.detailWant) {
@@ -545,8 +546,8 @@ func TestIntegrationPullFailureLeavesTargetUntouched(t *testing.T) {
 				tt.breakIt(reg)
 			}
 
-			j := deployOne(ctx, t, d.Deployer, Request{Target: name, Trigger: TriggerPoll})
-			if j.Status != StatusFailed || !strings.Contains(strings.ToLower(j.Error), tt.errWant) {
+			j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name, Trigger: deploy.TriggerPoll})
+			if j.Status != deploy.StatusFailed || !strings.Contains(strings.ToLower(j.Error), tt.errWant) {
 				t.Errorf("job status, error = %s, %q, want failed with %q", j.Status, j.Error, tt.errWant)
 			}
 			if strings.Contains(j.Error, "right") || strings.Contains(j.Error, "wrong") {
@@ -579,8 +580,8 @@ func TestIntegrationBearerCredentialsFromKeychain(t *testing.T) {
 	d := startDeployer(ctx, t, cli, Config{Keychain: staticKeychain{"bot", "right"}})
 	waitTarget(ctx, t, d.Deployer, name)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-	j := deployOne(ctx, t, d.Deployer, Request{Target: name})
-	if j.Status != StatusSucceeded {
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
+	if j.Status != deploy.StatusSucceeded {
 		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
 	}
 	if v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name)); err != nil || v != "v2" {
@@ -601,14 +602,14 @@ func TestIntegrationCoalescesDuringSlowDeploy(t *testing.T) {
 	waitTarget(ctx, t, d.Deployer, name)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", SlowStart: 2 * time.Second})
 
-	req := Request{Repository: reg.Host + "/" + repo, Trigger: TriggerWebhook}
+	req := deploy.Request{Repository: reg.Host + "/" + repo, Trigger: deploy.TriggerWebhook}
 	first, err := d.Submit(ctx, req)
 	if err != nil || len(first) != 1 {
 		t.Fatalf("Submit = %v, %v", first, err)
 	}
 	dockertest.WaitFor(t, 10*time.Second, "first job running", func() (bool, string) {
 		j, _ := d.Job(ctx, first[0].ID)
-		return j.Status == StatusRunning, string(j.Status)
+		return j.Status == deploy.StatusRunning, string(j.Status)
 	})
 	ids := map[string]bool{first[0].ID: true}
 	for i := range 19 {
@@ -633,12 +634,12 @@ func TestIntegrationCoalescesDuringSlowDeploy(t *testing.T) {
 			t.Errorf("coalesced job request id = %q, want the newest, delivery-18", j.Request.ID)
 		}
 	}
-	jobs, _ := d.Jobs(ctx, JobFilter{Target: name})
+	jobs, _ := d.Jobs(ctx, deploy.JobFilter{Target: name})
 	if len(jobs) != 2 {
 		t.Errorf("jobs run for %s = %d, want at most 2", name, len(jobs))
 	}
 	deploys := 0.0
-	for _, o := range []Status{StatusSucceeded, StatusUpToDate, StatusFailed, StatusRolledBack} {
+	for _, o := range []deploy.Status{deploy.StatusSucceeded, deploy.StatusUpToDate, deploy.StatusFailed, deploy.StatusRolledBack} {
 		deploys += testutilCounter(d.metrics.Deploys, name, "webhook", string(o))
 	}
 	if deploys != 2 {
@@ -656,7 +657,7 @@ func TestIntegrationUnlabelledUntouched(t *testing.T) {
 		Image: reg.Ref(repo, "latest"), Name: "plain",
 	})
 	offID, off := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
-		Image: reg.Ref(repo, "latest"), Name: "off", Labels: map[string]string{LabelEnable: "false"},
+		Image: reg.Ref(repo, "latest"), Name: "off", Labels: map[string]string{deploy.LabelEnable: "false"},
 	})
 	_, on := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "on", Labels: enabled(nil),
@@ -665,14 +666,14 @@ func TestIntegrationUnlabelledUntouched(t *testing.T) {
 	waitTarget(ctx, t, d.Deployer, on)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 
-	jobs, err := d.Submit(ctx, Request{Repository: reg.Host + "/" + repo})
+	jobs, err := d.Submit(ctx, deploy.Request{Repository: reg.Host + "/" + repo})
 	if err != nil || len(jobs) != 1 || jobs[0].Target != on {
 		t.Fatalf("Submit = %+v, %v, want one job for %s", jobs, err, on)
 	}
-	if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != StatusSucceeded {
+	if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != deploy.StatusSucceeded {
 		t.Fatalf("job = %s %q, %v, want succeeded", j.Status, j.Error, err)
 	}
-	if _, err := d.Submit(ctx, Request{Target: plain}); err == nil {
+	if _, err := d.Submit(ctx, deploy.Request{Target: plain}); err == nil {
 		t.Errorf("Submit(target %s without label) error = nil, want ErrUnknownTarget", plain)
 	}
 	for n, id := range map[string]string{plain: plainID, off: offID} {
@@ -718,8 +719,8 @@ func TestIntegrationRefusals(t *testing.T) {
 		{host, hostID, "shares the network namespace"},
 	}
 	for _, tt := range tests {
-		j := deployOne(ctx, t, d.Deployer, Request{Target: tt.target})
-		if j.Status != StatusFailed || !strings.Contains(j.Error, tt.want) {
+		j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: tt.target})
+		if j.Status != deploy.StatusFailed || !strings.Contains(j.Error, tt.want) {
 			t.Errorf("deploy %s = %s %q, want failed with %q", tt.target, j.Status, j.Error, tt.want)
 		}
 		if c := inspect(ctx, t, cli, tt.target); c.ID != tt.id || !c.State.Running {
@@ -783,8 +784,8 @@ func TestIntegrationNetworkModes(t *testing.T) {
 			d := startDeployer(ctx, t, cli, Config{})
 			waitTarget(ctx, t, d.Deployer, name)
 			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-			j := deployOne(ctx, t, d.Deployer, Request{Target: name})
-			if j.Status != StatusSucceeded {
+			j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
+			if j.Status != deploy.StatusSucceeded {
 				t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
 			}
 			if addr != "" {
@@ -889,7 +890,7 @@ func TestIntegrationPruneImages(t *testing.T) {
 	ids := map[string]string{"v1": v1}
 	for _, v := range []string{"v2", "v3", "v4"} {
 		reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: v})
-		if j := deployOne(ctx, t, d.Deployer, Request{Target: name}); j.Status != StatusSucceeded {
+		if j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name}); j.Status != deploy.StatusSucceeded {
 			t.Fatalf("deploy %s = %s %q, want succeeded", v, j.Status, j.Error)
 		}
 		ids[v] = inspect(ctx, t, cli, name).Image

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ var errCrashed = errors.New("injected crash")
 
 // outcome is how deploy ended; the job's status follows from it.
 type outcome struct {
-	status Status
+	status deploy.Status
 	err    error
 	// abandoned is set when shutdown interrupted the job and its target was
 	// put back as it was: the job goes back to the queue.
@@ -30,10 +31,10 @@ type outcome struct {
 }
 
 // runJob runs one job and records its result.
-func (d *Deployer) runJob(runCtx context.Context, j Job) {
+func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 	start := time.Now()
 	log := d.log.With("job_id", j.ID, "target", j.Target)
-	j.Status = StatusRunning
+	j.Status = deploy.StatusRunning
 	j.StartedAt = start.UTC()
 	j.Phases = map[string]float64{}
 	j.Error, j.RollbackReason, j.RollbackDetail = "", "", ""
@@ -45,7 +46,7 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	ctx, cancel := context.WithTimeout(runCtx, d.cfg.DeployTimeout)
 	defer cancel()
 	var out outcome
-	if j.Kind == kindService {
+	if j.Kind == deploy.KindService {
 		out = d.deployService(ctx, runCtx, &j, log)
 	} else {
 		out = d.deploy(ctx, runCtx, &j, log)
@@ -56,7 +57,7 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	}
 	inProgress.Set(0)
 	if out.abandoned {
-		j.Status = StatusQueued
+		j.Status = deploy.StatusQueued
 		j.StartedAt = time.Time{}
 		d.saveJob(runCtx, j)
 		log.Info("deploy abandoned for shutdown; job stays queued")
@@ -68,7 +69,7 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	}
 	// Services are not pruned: the previous image is Swarm's rollback, and
 	// it lives on other nodes too.
-	if j.Status == StatusSucceeded && d.cfg.PruneImages && out.newImage != nil && j.Kind != kindService {
+	if j.Status == deploy.StatusSucceeded && d.cfg.PruneImages && out.newImage != nil && j.Kind != deploy.KindService {
 		d.prune(context.WithoutCancel(runCtx), j, out.newImage.ID, out.oldImage, log)
 	}
 	j.FinishedAt = time.Now().UTC()
@@ -81,7 +82,7 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 	m.DeployDuration.WithLabelValues("total").Observe(total.Seconds())
 	attrs := []any{"status", string(j.Status), "image", j.Image, "digest", j.DigestAfter, "duration_seconds", total.Seconds()}
 	switch j.Status {
-	case StatusSucceeded:
+	case deploy.StatusSucceeded:
 		now := time.Now()
 		m.LastSuccessfulDeploy.WithLabelValues(j.Target).Set(float64(now.Unix()))
 		healthy := out.healthyAt
@@ -97,15 +98,15 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 			}
 		}
 		log.Info("deploy finished", attrs...)
-	case StatusRolledBack:
+	case deploy.StatusRolledBack:
 		m.Rollbacks.WithLabelValues(j.Target, j.RollbackReason).Inc()
 		log.Warn("deploy rolled back", append(attrs, "reason", j.RollbackReason, "detail", j.RollbackDetail)...)
-	case StatusFailed:
+	case deploy.StatusFailed:
 		log.Error("deploy failed", append(attrs, "err", j.Error)...)
 	default:
 		log.Info("deploy finished", attrs...)
 	}
-	if j.Kind == kindService {
+	if j.Kind == deploy.KindService {
 		d.refreshService(context.WithoutCancel(runCtx), j.Target)
 	} else {
 		d.refresh(context.WithoutCancel(runCtx), j.Target)
@@ -114,20 +115,20 @@ func (d *Deployer) runJob(runCtx context.Context, j Job) {
 
 // noteRollback remembers the digest a rolled-back job tried, and forgets it
 // once a deploy of the target succeeds or finds it up to date.
-func (d *Deployer) noteRollback(j Job) {
+func (d *Deployer) noteRollback(j deploy.Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.noteRollbackLocked(j)
 }
 
 // noteRollbackLocked is noteRollback with d.mu held.
-func (d *Deployer) noteRollbackLocked(j Job) {
+func (d *Deployer) noteRollbackLocked(j deploy.Job) {
 	switch j.Status {
-	case StatusRolledBack:
+	case deploy.StatusRolledBack:
 		if j.DigestAfter != "" {
 			d.rolledBack[j.Target] = j.DigestAfter
 		}
-	case StatusSucceeded, StatusUpToDate:
+	case deploy.StatusSucceeded, deploy.StatusUpToDate:
 		delete(d.rolledBack, j.Target)
 	}
 }
@@ -149,8 +150,8 @@ func imageAge(created string, now time.Time) (time.Duration, bool) {
 // deploy does the work of one job: checks, pull, up-to-date check, swap,
 // health gate, and rollback or clean-up. runCtx is the deployer's lifetime;
 // ctx adds the job's timeout.
-func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger) outcome {
-	fail := func(err error) outcome { return outcome{status: StatusFailed, err: err} }
+func (d *Deployer) deploy(ctx, runCtx context.Context, j *deploy.Job, log *slog.Logger) outcome {
+	fail := func(err error) outcome { return outcome{status: deploy.StatusFailed, err: err} }
 
 	cur, err := d.docker.ContainerInspect(ctx, j.Target)
 	if err != nil {
@@ -164,12 +165,12 @@ func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger)
 		return fail(fmt.Errorf("target %q not found", j.Target))
 	}
 	if !eligible(j.Target, cur.Config.Labels) || !d.inScope(cur.Config.Labels) {
-		return fail(fmt.Errorf("container %q is not labelled %s=true", j.Target, LabelEnable))
+		return fail(fmt.Errorf("container %q is not labelled %s=true", j.Target, deploy.LabelEnable))
 	}
 	if !cur.State.Running {
 		return fail(fmt.Errorf("container %q is not running", j.Target))
 	}
-	ref, err := ParseRef(cur.Config.Image)
+	ref, err := deploy.ParseRef(cur.Config.Image)
 	if err != nil || ref.Digest != "" {
 		return fail(fmt.Errorf("container %q does not follow a tag (image %q)", j.Target, cur.Config.Image))
 	}
@@ -188,7 +189,7 @@ func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger)
 	}
 	if !j.Request.Force && oldImg != nil && hasDigest(oldImg.RepoDigests, ref, j.Request.Digest) {
 		j.DigestAfter = j.DigestBefore
-		return outcome{status: StatusUpToDate}
+		return outcome{status: deploy.StatusUpToDate}
 	}
 
 	// Finding containers that share cur's network namespace lists every
@@ -212,7 +213,7 @@ func (d *Deployer) deploy(ctx, runCtx context.Context, j *Job, log *slog.Logger)
 	}
 	j.DigestAfter = repoDigest(newImg.RepoDigests, ref, j.Request.Digest)
 	if !j.Request.Force && newImg.ID == cur.Image {
-		return outcome{status: StatusUpToDate}
+		return outcome{status: deploy.StatusUpToDate}
 	}
 
 	var oldCfg *dockerspec.DockerOCIImageConfig
@@ -237,7 +238,7 @@ func (d *Deployer) interrupted(runCtx context.Context, o outcome) outcome {
 	return o
 }
 
-func (d *Deployer) phase(j *Job, name string, since time.Time) {
+func (d *Deployer) phase(j *deploy.Job, name string, since time.Time) {
 	s := time.Since(since).Seconds()
 	j.Phases[name] = s
 	d.metrics.DeployDuration.WithLabelValues(name).Observe(s)
@@ -249,7 +250,7 @@ func (d *Deployer) refuse(cur containerInspect) error {
 	if self := d.cfg.SelfID; self != "" && (cur.ID == self || len(self) >= 12 && strings.HasPrefix(cur.ID, self)) {
 		return fmt.Errorf("hookd cannot replace its own container %q: stopping it would end the deploy half way; "+
 			"update hookd with its own tooling (e.g. docker compose pull && docker compose up -d) or remove the %s label from it",
-			name, LabelEnable)
+			name, deploy.LabelEnable)
 	}
 	if cur.HostConfig.AutoRemove {
 		return fmt.Errorf("container %q was started with --rm (AutoRemove): stopping it would delete it and leave no way back; "+

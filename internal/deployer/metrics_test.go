@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"testing"
 	"time"
 
@@ -37,8 +38,8 @@ func TestIntegrationDeployMetrics(t *testing.T) {
 
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 	received := time.Now()
-	j := deployOne(ctx, t, d.Deployer, Request{Repository: image, Tag: "latest", Trigger: TriggerWebhook, ID: "delivery-m", ReceivedAt: received})
-	if j.Status != StatusSucceeded {
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: image, Tag: "latest", Trigger: deploy.TriggerWebhook, ID: "delivery-m", ReceivedAt: received})
+	if j.Status != deploy.StatusSucceeded {
 		t.Fatalf("job status = %s (error %q), want succeeded", j.Status, j.Error)
 	}
 

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 
@@ -13,8 +14,8 @@ import (
 // deployed and the previous one (kept for rollback). An image any container
 // uses, running or not, is never removed, and nothing is forced: an image
 // tagged into another repository stays too.
-func (d *Deployer) prune(ctx context.Context, j Job, newID, prevID string, log *slog.Logger) {
-	ref, err := ParseRef(j.Image)
+func (d *Deployer) prune(ctx context.Context, j deploy.Job, newID, prevID string, log *slog.Logger) {
+	ref, err := deploy.ParseRef(j.Image)
 	if err != nil {
 		return
 	}
@@ -46,13 +47,13 @@ func (d *Deployer) prune(ctx context.Context, j Job, newID, prevID string, log *
 
 // ofRepository reports whether img carries a tag or digest of ref's
 // repository. A re-pulled tag leaves the previous image with only its digest.
-func ofRepository(img image.Summary, ref ImageRef) bool {
+func ofRepository(img image.Summary, ref deploy.ImageRef) bool {
 	for _, s := range append(append([]string{}, img.RepoTags...), img.RepoDigests...) {
 		name := s
 		if i := strings.Index(name, "@"); i >= 0 {
 			name = name[:i]
 		}
-		r, err := ParseRef(name)
+		r, err := deploy.ParseRef(name)
 		if err == nil && r.Repository() == ref.Repository() {
 			return true
 		}

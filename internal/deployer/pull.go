@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"strings"
@@ -21,7 +22,7 @@ const pullProgressEvery = 5 * time.Second
 
 // registryAuth resolves credentials for ref's registry and encodes them as
 // the X-Registry-Auth value ImagePull takes; "" means anonymous.
-func registryAuth(ctx context.Context, kc authn.Keychain, ref ImageRef) (string, error) {
+func registryAuth(ctx context.Context, kc authn.Keychain, ref deploy.ImageRef) (string, error) {
 	reg, err := name.NewRegistry(ref.Registry)
 	if err != nil {
 		return "", fmt.Errorf("registry %q: %w", ref.Registry, err)
@@ -68,7 +69,7 @@ type pullMessage struct {
 // pull pulls ref and reads the stream to its end: closing it early would
 // abort the pull. Registry errors in the stream (401, 404, 429, …) become the
 // returned error.
-func (d *Deployer) pull(ctx context.Context, ref ImageRef, log *slog.Logger) error {
+func (d *Deployer) pull(ctx context.Context, ref deploy.ImageRef, log *slog.Logger) error {
 	s := ref.Repository() + ":" + ref.Tag
 	auth, err := registryAuth(ctx, d.cfg.Keychain, ref)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"testing"
@@ -101,7 +102,7 @@ func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
 }
 
 func TestRegistryAuth(t *testing.T) {
-	ref, _ := ParseRef("ghcr.io/acme/web")
+	ref, _ := deploy.ParseRef("ghcr.io/acme/web")
 	got, err := registryAuth(context.Background(), staticKeychain{"bot", "s3cret"}, ref)
 	if err != nil {
 		t.Fatalf("registryAuth() error = %v", err)
@@ -147,7 +148,7 @@ func TestImageAge(t *testing.T) {
 }
 
 func TestRepoDigest(t *testing.T) {
-	ref, _ := ParseRef("127.0.0.1:5000/acme/web:latest")
+	ref, _ := deploy.ParseRef("127.0.0.1:5000/acme/web:latest")
 	d1 := "sha256:" + strings.Repeat("1", 64)
 	d2 := "sha256:" + strings.Repeat("2", 64)
 	rds := []string{"127.0.0.1:5000/other@" + d2, "127.0.0.1:5000/acme/web@" + d1, "127.0.0.1:5000/acme/web@" + d2}
@@ -166,7 +167,7 @@ func TestRepoDigest(t *testing.T) {
 }
 
 func TestEligible(t *testing.T) {
-	on := map[string]string{LabelEnable: "true"}
+	on := map[string]string{deploy.LabelEnable: "true"}
 	tests := []struct {
 		name   string
 		cname  string
@@ -175,8 +176,8 @@ func TestEligible(t *testing.T) {
 	}{
 		{"labelled", "web", on, true},
 		{"unlabelled", "web", map[string]string{}, false},
-		{"label false", "web", map[string]string{LabelEnable: "false"}, false},
-		{"swarm task", "web.1.abc", map[string]string{LabelEnable: "true", "com.docker.swarm.task.id": "x"}, false},
+		{"label false", "web", map[string]string{deploy.LabelEnable: "false"}, false},
+		{"swarm task", "web.1.abc", map[string]string{deploy.LabelEnable: "true", "com.docker.swarm.task.id": "x"}, false},
 		{"hookd new", "web" + suffixNew, on, false},
 		{"hookd old", "web" + suffixOld, on, false},
 		{"hookd failed", "web" + suffixFailed, on, false},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"sync"
@@ -24,30 +25,30 @@ func queueDeployer(t *testing.T, cfg Config, targets ...string) *Deployer {
 	t.Helper()
 	d := New(nil, cfg)
 	for _, n := range targets {
-		ref, err := ParseRef("ghcr.io/acme/" + n + ":latest")
+		ref, err := deploy.ParseRef("ghcr.io/acme/" + n + ":latest")
 		if err != nil {
 			t.Fatalf("ParseRef: %v", err)
 		}
-		d.targets[n] = Target{Name: n, ID: n + "-id", Kind: kindContainer, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
+		d.targets[n] = deploy.Target{Name: n, ID: n + "-id", Kind: deploy.KindContainer, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
 	}
 	return d
 }
 
 func TestSubmitMatchesRepositoryAndTag(t *testing.T) {
 	d := queueDeployer(t, Config{}, "api", "web")
-	d.targets["web-canary"] = Target{Name: "web-canary", Image: "ghcr.io/acme/web", Tag: "canary"}
+	d.targets["web-canary"] = deploy.Target{Name: "web-canary", Image: "ghcr.io/acme/web", Tag: "canary"}
 	ctx := context.Background()
 
 	tests := []struct {
 		name string
-		req  Request
+		req  deploy.Request
 		want []string
 	}{
-		{"repository and default tag", Request{Repository: "GHCR.io/Acme/web"}, []string{"web"}},
-		{"other tag", Request{Repository: "ghcr.io/acme/web", Tag: "canary"}, []string{"web-canary"}},
-		{"tag nobody follows", Request{Repository: "ghcr.io/acme/web", Tag: "sha-1a2b"}, nil},
-		{"everything", Request{}, []string{"api", "web", "web-canary"}},
-		{"by name", Request{Target: "api"}, []string{"api"}},
+		{"repository and default tag", deploy.Request{Repository: "GHCR.io/Acme/web"}, []string{"web"}},
+		{"other tag", deploy.Request{Repository: "ghcr.io/acme/web", Tag: "canary"}, []string{"web-canary"}},
+		{"tag nobody follows", deploy.Request{Repository: "ghcr.io/acme/web", Tag: "sha-1a2b"}, nil},
+		{"everything", deploy.Request{}, []string{"api", "web", "web-canary"}},
+		{"by name", deploy.Request{Target: "api"}, []string{"api"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,8 +74,8 @@ func TestSubmitMatchesRepositoryAndTag(t *testing.T) {
 
 func TestSubmitUnknownTarget(t *testing.T) {
 	d := queueDeployer(t, Config{}, "web")
-	_, err := d.Submit(context.Background(), Request{Target: "nope"})
-	if !errors.Is(err, ErrUnknownTarget) {
+	_, err := d.Submit(context.Background(), deploy.Request{Target: "nope"})
+	if !errors.Is(err, deploy.ErrUnknownTarget) {
 		t.Errorf("Submit(target nope) error = %v, want ErrUnknownTarget", err)
 	}
 }
@@ -85,12 +86,12 @@ func TestSubmitCoalescesNewestWins(t *testing.T) {
 	d := queueDeployer(t, Config{Metrics: m}, "web")
 	ctx := context.Background()
 
-	first, err := d.Submit(ctx, Request{Repository: "ghcr.io/acme/web", ID: "d1", Force: true, Trigger: TriggerWebhook})
+	first, err := d.Submit(ctx, deploy.Request{Repository: "ghcr.io/acme/web", ID: "d1", Force: true, Trigger: deploy.TriggerWebhook})
 	if err != nil || len(first) != 1 {
 		t.Fatalf("Submit #1 = %v, %v, want one job", first, err)
 	}
 	for i := 2; i <= 20; i++ {
-		jobs, err := d.Submit(ctx, Request{Repository: "ghcr.io/acme/web", ID: "d" + string(rune('0'+i%10)), Trigger: TriggerPoll})
+		jobs, err := d.Submit(ctx, deploy.Request{Repository: "ghcr.io/acme/web", ID: "d" + string(rune('0'+i%10)), Trigger: deploy.TriggerPoll})
 		if err != nil || len(jobs) != 1 {
 			t.Fatalf("Submit #%d = %v, %v, want one job", i, jobs, err)
 		}
@@ -102,7 +103,7 @@ func TestSubmitCoalescesNewestWins(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Job() error = %v", err)
 	}
-	if stored.Request.Trigger != TriggerPoll || stored.Status != StatusQueued {
+	if stored.Request.Trigger != deploy.TriggerPoll || stored.Status != deploy.StatusQueued {
 		t.Errorf("stored job trigger, status = %s, %s, want poll (newest request), queued", stored.Request.Trigger, stored.Status)
 	}
 	if !stored.Request.Force {
@@ -117,8 +118,8 @@ func TestSubmitCoalescesNewestWins(t *testing.T) {
 	if !ok || taken.ID != first[0].ID {
 		t.Fatalf("next() = %v, %v, want job %s", taken.ID, ok, first[0].ID)
 	}
-	a, _ := d.Submit(ctx, Request{Target: "web"})
-	b, _ := d.Submit(ctx, Request{Target: "web"})
+	a, _ := d.Submit(ctx, deploy.Request{Target: "web"})
+	b, _ := d.Submit(ctx, deploy.Request{Target: "web"})
 	if len(a) != 1 || len(b) != 1 || a[0].ID == first[0].ID || a[0].ID != b[0].ID {
 		t.Errorf("submits during a deploy = %v, %v, want one new job, shared", a, b)
 	}
@@ -127,13 +128,13 @@ func TestSubmitCoalescesNewestWins(t *testing.T) {
 func TestNextSkipsBusyTargetsAndKeepsOrder(t *testing.T) {
 	d := queueDeployer(t, Config{}, "a", "b")
 	ctx := context.Background()
-	ja, _ := d.Submit(ctx, Request{Target: "a"})
-	jb, _ := d.Submit(ctx, Request{Target: "b"})
+	ja, _ := d.Submit(ctx, deploy.Request{Target: "a"})
+	jb, _ := d.Submit(ctx, deploy.Request{Target: "b"})
 	got, _ := d.next(ctx)
 	if got.ID != ja[0].ID {
 		t.Fatalf("next() = job for %s, want the oldest (a)", got.Target)
 	}
-	ja2, _ := d.Submit(ctx, Request{Target: "a"}) // waits behind the running a
+	ja2, _ := d.Submit(ctx, deploy.Request{Target: "a"}) // waits behind the running a
 	got, _ = d.next(ctx)
 	if got.ID != jb[0].ID {
 		t.Fatalf("next() = job for %s, want b (a is busy)", got.Target)
@@ -158,7 +159,7 @@ func TestIdleWhileNothingQueuedOrRunning(t *testing.T) {
 	if !d.Idle() {
 		t.Fatal("Idle() = false with no job, want true")
 	}
-	if _, err := d.Submit(ctx, Request{Target: "a"}); err != nil {
+	if _, err := d.Submit(ctx, deploy.Request{Target: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	if d.Idle() {
@@ -177,19 +178,19 @@ func TestIdleWhileNothingQueuedOrRunning(t *testing.T) {
 func TestSubmitQueueFull(t *testing.T) {
 	d := queueDeployer(t, Config{QueueSize: 2}, "a", "b", "c")
 	ctx := context.Background()
-	if _, err := d.Submit(ctx, Request{Target: "a"}); err != nil {
+	if _, err := d.Submit(ctx, deploy.Request{Target: "a"}); err != nil {
 		t.Fatalf("Submit(a) error = %v", err)
 	}
-	if _, err := d.Submit(ctx, Request{}); !errors.Is(err, ErrQueueFull) {
+	if _, err := d.Submit(ctx, deploy.Request{}); !errors.Is(err, deploy.ErrQueueFull) {
 		t.Errorf("Submit(all) with room for 1 of 2 new jobs: error = %v, want ErrQueueFull", err)
 	}
-	if _, err := d.Submit(ctx, Request{Target: "b"}); err != nil {
+	if _, err := d.Submit(ctx, deploy.Request{Target: "b"}); err != nil {
 		t.Errorf("Submit(b) error = %v, want nil (room for one)", err)
 	}
-	if _, err := d.Submit(ctx, Request{Target: "a"}); err != nil {
+	if _, err := d.Submit(ctx, deploy.Request{Target: "a"}); err != nil {
 		t.Errorf("Submit(a) again error = %v, want nil (coalesces)", err)
 	}
-	if _, err := d.Submit(ctx, Request{Target: "c"}); !errors.Is(err, ErrQueueFull) {
+	if _, err := d.Submit(ctx, deploy.Request{Target: "c"}); !errors.Is(err, deploy.ErrQueueFull) {
 		t.Errorf("Submit(c) error = %v, want ErrQueueFull", err)
 	}
 }
@@ -197,12 +198,12 @@ func TestSubmitQueueFull(t *testing.T) {
 func TestSubmitPersistsBeforeReturning(t *testing.T) {
 	st := newMemState(10)
 	d := queueDeployer(t, Config{State: st}, "web")
-	jobs, err := d.Submit(context.Background(), Request{Target: "web", ID: "delivery-1"})
+	jobs, err := d.Submit(context.Background(), deploy.Request{Target: "web", ID: "delivery-1"})
 	if err != nil {
 		t.Fatalf("Submit() error = %v", err)
 	}
 	got, err := st.Job(context.Background(), jobs[0].ID)
-	if err != nil || got.Status != StatusQueued || got.Request.ID != "delivery-1" {
+	if err != nil || got.Status != deploy.StatusQueued || got.Request.ID != "delivery-1" {
 		t.Errorf("stored job = %+v, %v, want queued job for delivery-1", got, err)
 	}
 }
@@ -211,10 +212,10 @@ func TestResumeRequeuesLiveJobs(t *testing.T) {
 	ctx := context.Background()
 	st := newMemState(10)
 	now := time.Now()
-	for _, j := range []Job{
-		{ID: "01", Target: "web", Status: StatusQueued, CreatedAt: now.Add(-3 * time.Second)},
-		{ID: "02", Target: "web", Status: StatusRunning, CreatedAt: now.Add(-2 * time.Second)},
-		{ID: "03", Target: "api", Status: StatusSucceeded, CreatedAt: now.Add(-time.Second)},
+	for _, j := range []deploy.Job{
+		{ID: "01", Target: "web", Status: deploy.StatusQueued, CreatedAt: now.Add(-3 * time.Second)},
+		{ID: "02", Target: "web", Status: deploy.StatusRunning, CreatedAt: now.Add(-2 * time.Second)},
+		{ID: "03", Target: "api", Status: deploy.StatusSucceeded, CreatedAt: now.Add(-time.Second)},
 	} {
 		if err := st.PutJob(ctx, j); err != nil {
 			t.Fatal(err)
@@ -225,11 +226,11 @@ func TestResumeRequeuesLiveJobs(t *testing.T) {
 		t.Fatalf("resume() error = %v", err)
 	}
 	j, ok := d.next(ctx)
-	if !ok || j.ID != "02" || j.Status != StatusQueued {
+	if !ok || j.ID != "02" || j.Status != deploy.StatusQueued {
 		t.Errorf("next() = %s %s, want the newest live job 02, queued", j.ID, j.Status)
 	}
 	old, _ := st.Job(ctx, "01")
-	if old.Status != StatusFailed {
+	if old.Status != deploy.StatusFailed {
 		t.Errorf("older live job status = %s, want failed (superseded)", old.Status)
 	}
 	if len(d.pending) != 0 {
@@ -246,12 +247,12 @@ func TestResumeRemembersRollbacks(t *testing.T) {
 	st := newMemState(10)
 	now := time.Now()
 	const bad, good = "sha256:bad", "sha256:good"
-	for i, j := range []Job{
-		{Target: "web", Status: StatusRolledBack, DigestAfter: bad},
-		{Target: "web", Status: StatusFailed, Error: "registry down"},
-		{Target: "api", Status: StatusRolledBack, DigestAfter: bad},
-		{Target: "api", Status: StatusSucceeded, DigestAfter: good},
-		{Target: "db", Status: StatusUpToDate},
+	for i, j := range []deploy.Job{
+		{Target: "web", Status: deploy.StatusRolledBack, DigestAfter: bad},
+		{Target: "web", Status: deploy.StatusFailed, Error: "registry down"},
+		{Target: "api", Status: deploy.StatusRolledBack, DigestAfter: bad},
+		{Target: "api", Status: deploy.StatusSucceeded, DigestAfter: good},
+		{Target: "db", Status: deploy.StatusUpToDate},
 	} {
 		j.ID = fmt.Sprintf("%02d", i+1)
 		j.CreatedAt = now.Add(time.Duration(i-10) * time.Second)
@@ -274,26 +275,26 @@ func TestResumeRemembersRollbacks(t *testing.T) {
 func TestWaitJob(t *testing.T) {
 	ctx := context.Background()
 	d := queueDeployer(t, Config{}, "web")
-	jobs, _ := d.Submit(ctx, Request{Target: "web"})
+	jobs, _ := d.Submit(ctx, deploy.Request{Target: "web"})
 	id := jobs[0].ID
 
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if j, err := d.WaitJob(short, id); !errors.Is(err, context.DeadlineExceeded) || j.Status != StatusQueued {
+	if j, err := d.WaitJob(short, id); !errors.Is(err, context.DeadlineExceeded) || j.Status != deploy.StatusQueued {
 		t.Errorf("WaitJob(queued) = %s, %v, want queued, deadline exceeded", j.Status, err)
 	}
 	go func() {
 		j, _ := d.next(ctx)
-		j.Status = StatusSucceeded
+		j.Status = deploy.StatusSucceeded
 		d.saveJob(ctx, j)
 	}()
 	long, cancel2 := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel2()
 	j, err := d.WaitJob(long, id)
-	if err != nil || j.Status != StatusSucceeded {
+	if err != nil || j.Status != deploy.StatusSucceeded {
 		t.Errorf("WaitJob() = %s, %v, want succeeded", j.Status, err)
 	}
-	if _, err := d.WaitJob(ctx, "missing"); !errors.Is(err, ErrJobNotFound) {
+	if _, err := d.WaitJob(ctx, "missing"); !errors.Is(err, deploy.ErrJobNotFound) {
 		t.Errorf("WaitJob(missing) error = %v, want ErrJobNotFound", err)
 	}
 }
@@ -315,16 +316,16 @@ func TestMemStateBoundsHistory(t *testing.T) {
 	st := newMemState(3)
 	base := time.Now()
 	for i := range 6 {
-		status := StatusSucceeded
+		status := deploy.StatusSucceeded
 		if i == 0 {
-			status = StatusQueued // live: never dropped
+			status = deploy.StatusQueued // live: never dropped
 		}
-		j := Job{ID: string(rune('a' + i)), Target: "web", Status: status, CreatedAt: base.Add(time.Duration(i) * time.Second)}
+		j := deploy.Job{ID: string(rune('a' + i)), Target: "web", Status: status, CreatedAt: base.Add(time.Duration(i) * time.Second)}
 		if err := st.PutJob(ctx, j); err != nil {
 			t.Fatal(err)
 		}
 	}
-	jobs, _ := st.Jobs(ctx, JobFilter{Target: "web"})
+	jobs, _ := st.Jobs(ctx, deploy.JobFilter{Target: "web"})
 	var ids string
 	for _, j := range jobs {
 		ids += j.ID
@@ -332,7 +333,7 @@ func TestMemStateBoundsHistory(t *testing.T) {
 	if ids != "fea" {
 		t.Errorf("kept jobs (newest first) = %q, want %q", ids, "fea")
 	}
-	limited, _ := st.Jobs(ctx, JobFilter{Limit: 1})
+	limited, _ := st.Jobs(ctx, deploy.JobFilter{Limit: 1})
 	if len(limited) != 1 || limited[0].ID != "f" {
 		t.Errorf("Jobs(limit 1) = %v, want [f]", limited)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"sort"
 	"strings"
 	"time"
@@ -34,7 +35,7 @@ const (
 //     back and started. The job, if any, runs again after a restart.
 //
 // Only containers labelled hookd.enable=true are ever touched.
-func (d *Deployer) recover(ctx context.Context, name string, st Step) (direction, error) {
+func (d *Deployer) recover(ctx context.Context, name string, st deploy.Step) (direction, error) {
 	var oldC, newC *containerInspect
 	var err error
 	if st.OldID != "" {
@@ -177,7 +178,7 @@ func (d *Deployer) find(ctx context.Context, ref string) (*containerInspect, err
 		}
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[LabelEnable] != "true" || !d.inScope(c.Config.Labels) {
+	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[deploy.LabelEnable] != "true" || !d.inScope(c.Config.Labels) {
 		return nil, nil
 	}
 	return &c, nil
@@ -194,7 +195,7 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read journal: %w", err)
 	}
-	byName := map[string]Step{}
+	byName := map[string]deploy.Step{}
 	for _, st := range steps {
 		byName[st.Target] = st
 	}
@@ -208,7 +209,7 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 			for _, suffix := range []string{suffixNew, suffixOld} {
 				if base, ok := strings.CutSuffix(n, suffix); ok {
 					if _, seen := byName[base]; !seen {
-						byName[base] = Step{Target: base}
+						byName[base] = deploy.Step{Target: base}
 					}
 				}
 			}
@@ -242,12 +243,12 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 }
 
 // settleJob records what reconcile did on the interrupted job.
-func (d *Deployer) settleJob(ctx context.Context, st Step, dir direction) error {
+func (d *Deployer) settleJob(ctx context.Context, st deploy.Step, dir direction) error {
 	if st.JobID == "" {
 		return nil
 	}
 	j, err := d.state.Job(ctx, st.JobID)
-	if errors.Is(err, ErrJobNotFound) {
+	if errors.Is(err, deploy.ErrJobNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -258,9 +259,9 @@ func (d *Deployer) settleJob(ctx context.Context, st Step, dir direction) error 
 	}
 	switch {
 	case st.Phase == phaseCleanup || dir == dirForward:
-		j.Status = StatusSucceeded
+		j.Status = deploy.StatusSucceeded
 	case st.Phase == phaseRollback:
-		j.Status = StatusRolledBack
+		j.Status = deploy.StatusRolledBack
 		if j.Error == "" {
 			j.Error = fmt.Sprintf("new container %s: %s; rolled back to the previous container", j.RollbackReason, j.RollbackDetail)
 		}
@@ -275,7 +276,7 @@ func (d *Deployer) settleJob(ctx context.Context, st Step, dir direction) error 
 	d.notifyLocked()
 	d.mu.Unlock()
 	d.metrics.Deploys.WithLabelValues(j.Target, string(j.Request.Trigger), string(j.Status)).Inc()
-	if j.Status == StatusRolledBack && j.RollbackReason != "" {
+	if j.Status == deploy.StatusRolledBack && j.RollbackReason != "" {
 		d.metrics.Rollbacks.WithLabelValues(j.Target, j.RollbackReason).Inc()
 	}
 	return nil

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"regexp"
 	"slices"
@@ -27,14 +28,12 @@ import (
 // harmless (the spec already pins the digest: up to date, or the update in
 // progress is followed).
 
-const kindService = "service"
-
 // servicePollInterval is how often a running service update is inspected.
 const servicePollInterval = 500 * time.Millisecond
 
 // listServices returns the services that are targets. An engine that is not
 // a swarm manager (no swarm, or a worker) has none.
-func (d *Deployer) listServices(ctx context.Context) ([]Target, error) {
+func (d *Deployer) listServices(ctx context.Context) ([]deploy.Target, error) {
 	list, err := d.docker.ServiceList(ctx, swarm.ServiceListOptions{Filters: d.labelFilters()})
 	if err != nil {
 		if notManager(err) {
@@ -43,7 +42,7 @@ func (d *Deployer) listServices(ctx context.Context) ([]Target, error) {
 		}
 		return nil, fmt.Errorf("list services: %w", err)
 	}
-	out := make([]Target, 0, len(list))
+	out := make([]deploy.Target, 0, len(list))
 	for _, s := range list {
 		if t, ok := d.serviceTarget(s); ok {
 			out = append(out, t)
@@ -82,9 +81,9 @@ func notManager(err error) bool {
 // serviceTarget reports whether s is a target: opted in with a service
 // label, in scope, running containers (not a plugin, not a job) and
 // following a tag.
-func (d *Deployer) serviceTarget(s swarm.Service) (Target, bool) {
-	t := Target{Name: s.Spec.Name, ID: s.ID, Kind: kindService}
-	if s.Spec.Labels[LabelEnable] != "true" || !d.inScope(s.Spec.Labels) {
+func (d *Deployer) serviceTarget(s swarm.Service) (deploy.Target, bool) {
+	t := deploy.Target{Name: s.Spec.Name, ID: s.ID, Kind: deploy.KindService}
+	if s.Spec.Labels[deploy.LabelEnable] != "true" || !d.inScope(s.Spec.Labels) {
 		return t, false
 	}
 	cs := s.Spec.TaskTemplate.ContainerSpec
@@ -104,14 +103,14 @@ func (d *Deployer) serviceTarget(s swarm.Service) (Target, bool) {
 // followedRef parses a service image, usually "repo:tag@sha256:…" (Docker
 // pins the digest when the service is created or updated). It reports false
 // for an image that names no tag ("repo@sha256:…" has nothing to follow).
-func followedRef(image string) (ImageRef, bool) {
-	ref, err := ParseRef(image)
+func followedRef(image string) (deploy.ImageRef, bool) {
+	ref, err := deploy.ParseRef(image)
 	if err != nil {
-		return ImageRef{}, false
+		return deploy.ImageRef{}, false
 	}
 	repo, _, _ := strings.Cut(image, "@")
 	if i := strings.LastIndex(repo, ":"); i <= strings.LastIndex(repo, "/") {
-		return ImageRef{}, false // the tag "latest" was only defaulted
+		return deploy.ImageRef{}, false // the tag "latest" was only defaulted
 	}
 	return ref, true
 }
@@ -121,7 +120,7 @@ func followedRef(image string) (ImageRef, bool) {
 func (d *Deployer) refreshService(ctx context.Context, idOrName string) {
 	s, _, err := d.docker.ServiceInspectWithRaw(ctx, idOrName, swarm.ServiceInspectOptions{})
 	var (
-		t  Target
+		t  deploy.Target
 		ok bool
 	)
 	switch {
@@ -137,7 +136,7 @@ func (d *Deployer) refreshService(ctx context.Context, idOrName string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name, old := range d.targets {
-		if old.Kind != kindService || old.ID != idOrName && old.ID != s.ID && name != idOrName {
+		if old.Kind != deploy.KindService || old.ID != idOrName && old.ID != s.ID && name != idOrName {
 			continue
 		}
 		if ok && name == t.Name {
@@ -149,7 +148,7 @@ func (d *Deployer) refreshService(ctx context.Context, idOrName string) {
 	if !ok {
 		return
 	}
-	if old, taken := d.targets[t.Name]; taken && old.Kind != kindService {
+	if old, taken := d.targets[t.Name]; taken && old.Kind != deploy.KindService {
 		d.log.Warn("service ignored: a container target has the same name", "target", t.Name)
 		return
 	}
@@ -160,8 +159,8 @@ func (d *Deployer) refreshService(ctx context.Context, idOrName string) {
 // deployService does the work of one service job: resolve the tag's digest,
 // up-to-date check, one ServiceUpdate pinning repo:tag@digest (with registry
 // credentials for the nodes), then follow Swarm's update to its end.
-func (d *Deployer) deployService(ctx, runCtx context.Context, j *Job, log *slog.Logger) outcome {
-	fail := func(err error) outcome { return outcome{status: StatusFailed, err: err} }
+func (d *Deployer) deployService(ctx, runCtx context.Context, j *deploy.Job, log *slog.Logger) outcome {
+	fail := func(err error) outcome { return outcome{status: deploy.StatusFailed, err: err} }
 
 	svc, err := d.inspectService(ctx, j.Target)
 	if err != nil {
@@ -170,7 +169,7 @@ func (d *Deployer) deployService(ctx, runCtx context.Context, j *Job, log *slog.
 	t, ok := d.serviceTarget(svc)
 	if !ok {
 		return fail(fmt.Errorf("service %q is not a target: it needs the service label %s=true, "+
-			"an image that follows a tag (it has %q) and a non-job mode", j.Target, LabelEnable, svc.Spec.TaskTemplate.ContainerSpec.Image))
+			"an image that follows a tag (it has %q) and a non-job mode", j.Target, deploy.LabelEnable, svc.Spec.TaskTemplate.ContainerSpec.Image))
 	}
 	ref := t.Ref
 	j.Image = ref.Repository() + ":" + ref.Tag
@@ -224,7 +223,7 @@ func (d *Deployer) deployService(ctx, runCtx context.Context, j *Job, log *slog.
 	d.phase(j, "swap", t1)
 	log.Info("service update issued; following swarm's rollout", "digest", digest)
 	if r := svc.Spec.Mode.Replicated; r != nil && r.Replicas != nil && *r.Replicas == 0 {
-		return outcome{status: StatusSucceeded} // no task to roll out: Swarm starts no update
+		return outcome{status: deploy.StatusSucceeded} // no task to roll out: Swarm starts no update
 	}
 	return d.followService(ctx, runCtx, j, svc, before, time.Now(), log)
 }
@@ -232,7 +231,7 @@ func (d *Deployer) deployService(ctx, runCtx context.Context, j *Job, log *slog.
 // upToDateService answers a request for the digest the spec already pins:
 // up to date, unless Swarm is still rolling that digest out (a job resumed
 // after a restart), which is followed to its end instead.
-func (d *Deployer) upToDateService(ctx, runCtx context.Context, j *Job, svc swarm.Service, digest string, log *slog.Logger) outcome {
+func (d *Deployer) upToDateService(ctx, runCtx context.Context, j *deploy.Job, svc swarm.Service, digest string, log *slog.Logger) outcome {
 	j.DigestAfter = digest
 	if us := svc.UpdateStatus; us != nil {
 		switch us.State {
@@ -240,17 +239,17 @@ func (d *Deployer) upToDateService(ctx, runCtx context.Context, j *Job, svc swar
 			log.Info("swarm is still rolling this digest out; following it")
 			// While Swarm updates, PreviousSpec is what it updates from.
 			if p := svc.PreviousSpec; p != nil && p.TaskTemplate.ContainerSpec != nil {
-				if r, err := ParseRef(p.TaskTemplate.ContainerSpec.Image); err == nil {
+				if r, err := deploy.ParseRef(p.TaskTemplate.ContainerSpec.Image); err == nil {
 					j.DigestBefore = r.Digest
 				}
 			}
 			return d.followService(ctx, runCtx, j, svc, nil, time.Now(), log)
 		case swarm.UpdateStatePaused:
-			return outcome{status: StatusFailed, err: fmt.Errorf("the update of service %s to this digest is paused by swarm: %s; "+
+			return outcome{status: deploy.StatusFailed, err: fmt.Errorf("the update of service %s to this digest is paused by swarm: %s; "+
 				"resume it with docker service update or deploy with force", j.Target, us.Message)}
 		}
 	}
-	return outcome{status: StatusUpToDate}
+	return outcome{status: deploy.StatusUpToDate}
 }
 
 func (d *Deployer) inspectService(ctx context.Context, name string) (swarm.Service, error) {
@@ -270,7 +269,7 @@ func (d *Deployer) inspectService(ctx context.Context, name string) (swarm.Servi
 // resolve returns the digest ref's tag points at in the registry (an index
 // digest for a multi-platform image): pinning it makes every node run the
 // same bytes, whatever the tag does meanwhile.
-func (d *Deployer) resolve(ctx context.Context, ref ImageRef) (string, error) {
+func (d *Deployer) resolve(ctx context.Context, ref deploy.ImageRef) (string, error) {
 	s := ref.Repository() + ":" + ref.Tag
 	tag, err := name.NewTag(s)
 	if err != nil {
@@ -327,7 +326,7 @@ func hostPorts(spec swarm.ServiceSpec) bool {
 // The job's deadline fails it and leaves the rollout to Swarm; shutdown
 // hands the job back to the queue (it follows the same update after the
 // restart).
-func (d *Deployer) followService(ctx, runCtx context.Context, j *Job, svc swarm.Service, stale *swarm.UpdateStatus, since time.Time, log *slog.Logger) outcome {
+func (d *Deployer) followService(ctx, runCtx context.Context, j *deploy.Job, svc swarm.Service, stale *swarm.UpdateStatus, since time.Time, log *slog.Logger) outcome {
 	image := svc.Spec.TaskTemplate.ContainerSpec.Image
 	if j.DigestAfter != "" {
 		image = j.Image + "@" + j.DigestAfter
@@ -340,7 +339,7 @@ func (d *Deployer) followService(ctx, runCtx context.Context, j *Job, svc swarm.
 		cur, _, err := d.docker.ServiceInspectWithRaw(ctx, svc.ID, swarm.ServiceInspectOptions{})
 		switch {
 		case err != nil && ctx.Err() == nil && (cerrdefs.IsNotFound(err) || notManager(err)):
-			return outcome{status: StatusFailed, err: fmt.Errorf("service %s disappeared during its update", j.Target)}
+			return outcome{status: deploy.StatusFailed, err: fmt.Errorf("service %s disappeared during its update", j.Target)}
 		case err != nil && ctx.Err() == nil:
 			log.Warn("inspect service during update failed; retrying", "err", err)
 		case err == nil && newUpdate(stale, cur.UpdateStatus):
@@ -351,7 +350,7 @@ func (d *Deployer) followService(ctx, runCtx context.Context, j *Job, svc swarm.
 			}
 			switch us.State {
 			case swarm.UpdateStateCompleted:
-				return outcome{status: StatusSucceeded, healthyAt: time.Now(), newImage: d.localImage(ctx, image)}
+				return outcome{status: deploy.StatusSucceeded, healthyAt: time.Now(), newImage: d.localImage(ctx, image)}
 			case swarm.UpdateStateRollbackStarted:
 				rollbackMsg = us.Message
 			case swarm.UpdateStateRollbackCompleted:
@@ -360,10 +359,10 @@ func (d *Deployer) followService(ctx, runCtx context.Context, j *Job, svc swarm.
 					msg = rollbackMsg + "; " + msg
 				}
 				j.RollbackReason, j.RollbackDetail = d.rollbackCause(ctx, cur.ID, image, msg)
-				return outcome{status: StatusRolledBack,
+				return outcome{status: deploy.StatusRolledBack,
 					err: fmt.Errorf("swarm rolled service %s back: %s", j.Target, j.RollbackDetail)}
 			case swarm.UpdateStatePaused, swarm.UpdateStateRollbackPaused:
-				return outcome{status: StatusFailed, err: fmt.Errorf("swarm update of service %s %s: %s", j.Target, us.State, us.Message)}
+				return outcome{status: deploy.StatusFailed, err: fmt.Errorf("swarm update of service %s %s: %s", j.Target, us.State, us.Message)}
 			}
 		}
 		select {
@@ -376,7 +375,7 @@ func (d *Deployer) followService(ctx, runCtx context.Context, j *Job, svc swarm.
 			if state == "" {
 				state = "not started"
 			}
-			return outcome{status: StatusFailed, err: fmt.Errorf("deploy timeout reached while swarm's update of service %s was %s; "+
+			return outcome{status: deploy.StatusFailed, err: fmt.Errorf("deploy timeout reached while swarm's update of service %s was %s; "+
 				"the rollout is left to swarm", j.Target, state)}
 		}
 	}
@@ -450,8 +449,8 @@ func ended(s swarm.TaskState) bool {
 
 // sameImage compares two image references after normalisation.
 func sameImage(a, b string) bool {
-	ra, err1 := ParseRef(a)
-	rb, err2 := ParseRef(b)
+	ra, err1 := deploy.ParseRef(a)
+	rb, err2 := deploy.ParseRef(b)
 	return err1 == nil && err2 == nil && ra == rb
 }
 

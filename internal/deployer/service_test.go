@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ func TestServiceTarget(t *testing.T) {
 			Mode:         mode,
 		}}
 	}
-	on := map[string]string{LabelEnable: "true", "scope": "a"}
+	on := map[string]string{deploy.LabelEnable: "true", "scope": "a"}
 	replicated := swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}}
 	tests := []struct {
 		name       string
@@ -40,8 +41,8 @@ func TestServiceTarget(t *testing.T) {
 		{"digest only follows nothing", svc("ghcr.io/acme/web@"+dg, on, replicated), false, "", "", ""},
 		{"registry port, digest only", svc("127.0.0.1:5000/acme/web@"+dg, on, replicated), false, "", "", ""},
 		{"not labelled", svc("ghcr.io/acme/web:latest", map[string]string{"scope": "a"}, replicated), false, "", "", ""},
-		{"label false", svc("ghcr.io/acme/web:latest", map[string]string{LabelEnable: "false", "scope": "a"}, replicated), false, "", "", ""},
-		{"out of scope", svc("ghcr.io/acme/web:latest", map[string]string{LabelEnable: "true", "scope": "b"}, replicated), false, "", "", ""},
+		{"label false", svc("ghcr.io/acme/web:latest", map[string]string{deploy.LabelEnable: "false", "scope": "a"}, replicated), false, "", "", ""},
+		{"out of scope", svc("ghcr.io/acme/web:latest", map[string]string{deploy.LabelEnable: "true", "scope": "b"}, replicated), false, "", "", ""},
 		{"job mode", svc("ghcr.io/acme/web:latest", on, swarm.ServiceMode{ReplicatedJob: &swarm.ReplicatedJob{}}), false, "", "", ""},
 	}
 	d := New(nil, Config{LabelFilter: "scope=a"})
@@ -54,7 +55,7 @@ func TestServiceTarget(t *testing.T) {
 			if !ok {
 				return
 			}
-			if got.Kind != kindService || got.Name != "web" || got.ID != "svc-id" || got.Image != tt.image || got.Tag != tt.tag ||
+			if got.Kind != deploy.KindService || got.Name != "web" || got.ID != "svc-id" || got.Image != tt.image || got.Tag != tt.tag ||
 				got.Digest != tt.digest || got.ImageID != "" || got.Ref.Digest != "" {
 				t.Errorf("serviceTarget() = %+v, want service web %s:%s pinned %q, no image id", got, tt.image, tt.tag, tt.digest)
 			}
@@ -238,13 +239,13 @@ func TestListServicesSaysWhyThereAreNone(t *testing.T) {
 
 func TestSubmitServiceJobKind(t *testing.T) {
 	d := queueDeployer(t, Config{}, "web")
-	ref, _ := ParseRef("ghcr.io/acme/api:latest")
-	d.targets["api"] = Target{Name: "api", ID: "svc-id", Kind: kindService, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
-	jobs, err := d.Submit(context.Background(), Request{Repository: "ghcr.io/acme/api", Trigger: TriggerWebhook})
+	ref, _ := deploy.ParseRef("ghcr.io/acme/api:latest")
+	d.targets["api"] = deploy.Target{Name: "api", ID: "svc-id", Kind: deploy.KindService, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
+	jobs, err := d.Submit(context.Background(), deploy.Request{Repository: "ghcr.io/acme/api", Trigger: deploy.TriggerWebhook})
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("Submit() = %v, %v, want one job", jobs, err)
 	}
-	if jobs[0].Target != "api" || jobs[0].Kind != kindService || jobs[0].Image != "ghcr.io/acme/api:latest" {
+	if jobs[0].Target != "api" || jobs[0].Kind != deploy.KindService || jobs[0].Image != "ghcr.io/acme/api:latest" {
 		t.Errorf("job = %+v, want a service job for api on ghcr.io/acme/api:latest", jobs[0])
 	}
 }

@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"reflect"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func inspected() container.InspectResponse {
 			Image:        "registry.local/web:latest",
 			Volumes:      map[string]struct{}{"/data": {}},
 			WorkingDir:   img.WorkingDir,
-			Labels:       map[string]string{"org.opencontainers.image.version": "1", "maintainer": "x", LabelEnable: "true"},
+			Labels:       map[string]string{"org.opencontainers.image.version": "1", "maintainer": "x", deploy.LabelEnable: "true"},
 			StopSignal:   "SIGINT",
 			Healthcheck:  &container.HealthConfig{Test: []string{"CMD", "/app", "health"}, Interval: time.Second, Retries: 3},
 		},
@@ -102,7 +103,7 @@ func TestBuildSpecImageDefaultsFollowNewImage(t *testing.T) {
 		{"Entrypoint", c.Entrypoint, strslice.StrSlice(nil)},
 		{"Cmd", c.Cmd, strslice.StrSlice(nil)},
 		{"Env", c.Env, []string{"TOKEN=abc"}},
-		{"Labels", c.Labels, map[string]string{LabelEnable: "true"}},
+		{"Labels", c.Labels, map[string]string{deploy.LabelEnable: "true"}},
 		{"Healthcheck", c.Healthcheck, (*container.HealthConfig)(nil)},
 		{"Volumes", c.Volumes, map[string]struct{}(nil)},
 		{"ExposedPorts", c.ExposedPorts, nat.PortSet{"8080/tcp": {}}}, // published, so kept
@@ -221,7 +222,7 @@ func TestBuildSpecUserOverrides(t *testing.T) {
 			name: "overridden label value kept",
 			edit: func(c *container.InspectResponse) { c.Config.Labels["maintainer"] = "me" },
 			check: func(t *testing.T, s spec) {
-				want := map[string]string{"maintainer": "me", LabelEnable: "true"}
+				want := map[string]string{"maintainer": "me", deploy.LabelEnable: "true"}
 				if !reflect.DeepEqual(s.Config.Labels, want) {
 					t.Errorf("Labels = %v, want %v", s.Config.Labels, want)
 				}

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"sort"
 	"sync"
 )
@@ -14,9 +15,9 @@ const defaultHistory = 1000
 type memState struct {
 	mu       sync.Mutex
 	max      int
-	jobs     map[string]Job
+	jobs     map[string]deploy.Job
 	byTarget map[string][]string // job ids in insertion order
-	steps    map[string]Step
+	steps    map[string]deploy.Step
 }
 
 var _ State = (*memState)(nil)
@@ -27,19 +28,19 @@ func newMemState(maxPerTarget int) *memState {
 	}
 	return &memState{
 		max:      maxPerTarget,
-		jobs:     make(map[string]Job),
+		jobs:     make(map[string]deploy.Job),
 		byTarget: make(map[string][]string),
-		steps:    make(map[string]Step),
+		steps:    make(map[string]deploy.Step),
 	}
 }
 
-func (s *memState) PutJob(_ context.Context, j Job) error {
+func (s *memState) PutJob(_ context.Context, j deploy.Job) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.jobs[j.ID]; !ok {
 		s.byTarget[j.Target] = append(s.byTarget[j.Target], j.ID)
 	}
-	s.jobs[j.ID] = cloneJob(j)
+	s.jobs[j.ID] = j.Clone()
 	s.trim(j.Target)
 	return nil
 }
@@ -64,15 +65,15 @@ func (s *memState) trim(target string) {
 	s.byTarget[target] = kept
 }
 
-func (s *memState) Jobs(_ context.Context, f JobFilter) ([]Job, error) {
+func (s *memState) Jobs(_ context.Context, f deploy.JobFilter) ([]deploy.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Job
+	var out []deploy.Job
 	for _, j := range s.jobs {
 		if f.Target != "" && j.Target != f.Target {
 			continue
 		}
-		out = append(out, cloneJob(j))
+		out = append(out, j.Clone())
 	}
 	sort.Slice(out, func(a, b int) bool {
 		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
@@ -86,27 +87,27 @@ func (s *memState) Jobs(_ context.Context, f JobFilter) ([]Job, error) {
 	return out, nil
 }
 
-func (s *memState) Job(_ context.Context, id string) (Job, error) {
+func (s *memState) Job(_ context.Context, id string) (deploy.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j, ok := s.jobs[id]
 	if !ok {
-		return Job{}, ErrJobNotFound
+		return deploy.Job{}, deploy.ErrJobNotFound
 	}
-	return cloneJob(j), nil
+	return j.Clone(), nil
 }
 
-func (s *memState) PutStep(_ context.Context, st Step) error {
+func (s *memState) PutStep(_ context.Context, st deploy.Step) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.steps[st.Target] = st
 	return nil
 }
 
-func (s *memState) Steps(_ context.Context) ([]Step, error) {
+func (s *memState) Steps(_ context.Context) ([]deploy.Step, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Step, 0, len(s.steps))
+	out := make([]deploy.Step, 0, len(s.steps))
 	for _, st := range s.steps {
 		out = append(out, st)
 	}
@@ -119,16 +120,4 @@ func (s *memState) DeleteStep(_ context.Context, target string) error {
 	defer s.mu.Unlock()
 	delete(s.steps, target)
 	return nil
-}
-
-// cloneJob copies the map so callers cannot change what is stored.
-func cloneJob(j Job) Job {
-	if j.Phases != nil {
-		p := make(map[string]float64, len(j.Phases))
-		for k, v := range j.Phases {
-			p[k] = v
-		}
-		j.Phases = p
-	}
-	return j
 }

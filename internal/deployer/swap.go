@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"time"
@@ -48,7 +49,7 @@ func (d *Deployer) hook(point string) error {
 }
 
 // journal records st as being at phase, before the phase is taken.
-func (d *Deployer) journal(ctx context.Context, st *Step, phase string) error {
+func (d *Deployer) journal(ctx context.Context, st *deploy.Step, phase string) error {
 	st.Phase = phase
 	st.At = time.Now().UTC()
 	if err := d.state.PutStep(ctx, *st); err != nil {
@@ -62,7 +63,7 @@ func (d *Deployer) journal(ctx context.Context, st *Step, phase string) error {
 // shutdown begins (a half-taken step is what nobody can judge afterwards);
 // between steps and during the health gate, shutdown restores the old
 // container and hands the job back to the queue.
-func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspect, sp spec, log *slog.Logger) outcome {
+func (d *Deployer) swap(ctx, runCtx context.Context, j *deploy.Job, cur containerInspect, sp spec, log *slog.Logger) outcome {
 	name := j.Target
 	grace := 10 * time.Second
 	if cur.Config.StopTimeout != nil && *cur.Config.StopTimeout > 0 {
@@ -76,9 +77,9 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 	defer scancel()
 
 	if err := d.settleEarlier(sctx, name); err != nil {
-		return outcome{status: StatusFailed, err: err}
+		return outcome{status: deploy.StatusFailed, err: err}
 	}
-	st := Step{Target: name, JobID: j.ID, OldID: cur.ID}
+	st := deploy.Step{Target: name, JobID: j.ID, OldID: cur.ID}
 	// undo puts the old container back after a failed step.
 	undo := func(cause error) outcome {
 		if errors.Is(cause, errCrashed) {
@@ -86,10 +87,10 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 		}
 		if _, err := d.recover(sctx, name, st); err != nil {
 			log.Error("restore after failed step failed; left for reconcile", "err", err)
-			return outcome{status: StatusFailed, err: fmt.Errorf("restoring the old container failed too (%v), after: %w", err, cause)}
+			return outcome{status: deploy.StatusFailed, err: fmt.Errorf("restoring the old container failed too (%v), after: %w", err, cause)}
 		}
 		d.deleteStep(sctx, name, log)
-		o := outcome{status: StatusFailed, err: fmt.Errorf("old container restored after: %w", cause)}
+		o := outcome{status: deploy.StatusFailed, err: fmt.Errorf("old container restored after: %w", cause)}
 		return d.interrupted(runCtx, o)
 	}
 	stopping := func() bool { return runCtx.Err() != nil }
@@ -198,13 +199,13 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 		if err := d.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
 			// Keep the journal: a restart must finish this swap, not undo it.
 			log.Error("remove old container failed", "container", name+suffixOld, "err", err)
-			return outcome{status: StatusSucceeded, healthyAt: healthyAt}
+			return outcome{status: deploy.StatusSucceeded, healthyAt: healthyAt}
 		}
 		if err := d.hook(phaseCleanup); err != nil {
 			return outcome{err: err}
 		}
 		d.deleteStep(sctx, name, log)
-		return outcome{status: StatusSucceeded, healthyAt: healthyAt}
+		return outcome{status: deploy.StatusSucceeded, healthyAt: healthyAt}
 	}
 
 	j.RollbackReason, j.RollbackDetail = v.reason, v.detail
@@ -222,15 +223,15 @@ func (d *Deployer) swap(ctx, runCtx context.Context, j *Job, cur containerInspec
 	}
 	cause := fmt.Sprintf("new container %s: %s", v.reason, v.detail)
 	if rerr != nil {
-		return outcome{status: StatusFailed, err: fmt.Errorf("%s; rollback failed, left for reconcile: %w", cause, rerr)}
+		return outcome{status: deploy.StatusFailed, err: fmt.Errorf("%s; rollback failed, left for reconcile: %w", cause, rerr)}
 	}
 	d.deleteStep(sctx, name, log)
-	return outcome{status: StatusRolledBack, err: errors.New(cause + "; rolled back to the previous container")}
+	return outcome{status: deploy.StatusRolledBack, err: errors.New(cause + "; rolled back to the previous container")}
 }
 
 // abandonGate handles shutdown during the health gate: a replacement that
 // is already healthy is kept, anything else is undone and the job requeued.
-func (d *Deployer) abandonGate(ctx context.Context, j *Job, st Step, log *slog.Logger) outcome {
+func (d *Deployer) abandonGate(ctx context.Context, j *deploy.Job, st deploy.Step, log *slog.Logger) outcome {
 	dir, err := d.recover(ctx, j.Target, st)
 	if err != nil {
 		log.Error("restore at shutdown failed; left for reconcile", "err", err)
@@ -238,7 +239,7 @@ func (d *Deployer) abandonGate(ctx context.Context, j *Job, st Step, log *slog.L
 	}
 	d.deleteStep(ctx, j.Target, log)
 	if dir == dirForward {
-		return outcome{status: StatusSucceeded}
+		return outcome{status: deploy.StatusSucceeded}
 	}
 	return outcome{abandoned: true}
 }

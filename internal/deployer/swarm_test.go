@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"net"
 	"strconv"
 	"strings"
@@ -185,14 +186,14 @@ func TestIntegrationSwarmService(t *testing.T) {
 		promReg := prometheus.NewRegistry()
 		d := startDeployer(ctx, t, cli, Config{Metrics: metrics.New(promReg, metrics.BuildInfo{})})
 		tg := waitTarget(ctx, t, d.Deployer, name)
-		if tg.Kind != kindService || tg.ID != id || tg.Image != reg.Host+"/"+repo || tg.Tag != "latest" || tg.Digest != d1 || tg.ImageID != "" {
+		if tg.Kind != deploy.KindService || tg.ID != id || tg.Image != reg.Host+"/"+repo || tg.Tag != "latest" || tg.Digest != d1 || tg.ImageID != "" {
 			t.Errorf("target = %+v, want service %s following %s/%s:latest pinned to %s, no image id", tg, shortID(id), reg.Host, repo, d1)
 		}
 
 		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-		req := Request{Repository: reg.Host + "/" + repo, Tag: "latest", Digest: d2, Trigger: TriggerWebhook, ID: "delivery-1"}
+		req := deploy.Request{Repository: reg.Host + "/" + repo, Tag: "latest", Digest: d2, Trigger: deploy.TriggerWebhook, ID: "delivery-1"}
 		j := deployOne(ctx, t, d.Deployer, req)
-		if j.Status != StatusSucceeded || j.Kind != kindService {
+		if j.Status != deploy.StatusSucceeded || j.Kind != deploy.KindService {
 			t.Fatalf("job kind, status = %s, %s (error %q), want service, succeeded", j.Kind, j.Status, j.Error)
 		}
 		if j.DigestBefore != d1 || j.DigestAfter != d2 {
@@ -234,7 +235,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		// The same delivery again: the spec already pins d2.
 		version := s.Version.Index
 		j = deployOne(ctx, t, d.Deployer, req)
-		if j.Status != StatusUpToDate {
+		if j.Status != deploy.StatusUpToDate {
 			t.Errorf("repeated job status = %s (error %q), want up_to_date", j.Status, j.Error)
 		}
 		if got := inspectService(ctx, t, cli, id).Version.Index; got != version {
@@ -256,9 +257,9 @@ func TestIntegrationSwarmService(t *testing.T) {
 		waitTarget(ctx, t, d.Deployer, name)
 		d3 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v3", Unhealthy: true})
 
-		j := deployOne(ctx, t, d.Deployer, Request{Repository: reg.Host + "/" + repo, Trigger: TriggerWebhook})
+		j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo, Trigger: deploy.TriggerWebhook})
 		s := inspectService(ctx, t, cli, id)
-		if j.Status != StatusRolledBack || j.RollbackReason != ReasonUnhealthy {
+		if j.Status != deploy.StatusRolledBack || j.RollbackReason != ReasonUnhealthy {
 			t.Fatalf("job status, reason = %s, %q (error %q, detail %q), want rolled_back, unhealthy", j.Status, j.RollbackReason, j.Error, j.RollbackDetail)
 		}
 		if s.UpdateStatus == nil || s.UpdateStatus.State != swarm.UpdateStateRollbackCompleted {
@@ -308,17 +309,17 @@ func TestIntegrationSwarmService(t *testing.T) {
 		}
 		onTaskName := inspect(ctx, t, cli, onTask.Status.ContainerStatus.ContainerID).Name
 		for _, target := range []string{off, strings.TrimPrefix(onTaskName, "/")} {
-			if _, err := d.Submit(ctx, Request{Target: target}); !errors.Is(err, ErrUnknownTarget) {
+			if _, err := d.Submit(ctx, deploy.Request{Target: target}); !errors.Is(err, deploy.ErrUnknownTarget) {
 				t.Errorf("Submit(target %s) error = %v, want ErrUnknownTarget", target, err)
 			}
 		}
 
 		reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-		jobs, err := d.Submit(ctx, Request{Repository: reg.Host + "/" + repo})
+		jobs, err := d.Submit(ctx, deploy.Request{Repository: reg.Host + "/" + repo})
 		if err != nil || len(jobs) != 1 || jobs[0].Target != on {
 			t.Fatalf("Submit = %+v, %v, want one job for %s", jobs, err, on)
 		}
-		if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != StatusSucceeded {
+		if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != deploy.StatusSucceeded {
 			t.Fatalf("job = %s %q, %v, want succeeded", j.Status, j.Error, err)
 		}
 
@@ -370,8 +371,8 @@ func TestIntegrationSwarmService(t *testing.T) {
 		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 		reg.ResetRequests()
 
-		j := deployOne(ctx, t, d.Deployer, Request{Target: name})
-		if j.Status != StatusSucceeded {
+		j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
+		if j.Status != deploy.StatusSucceeded {
 			t.Fatalf("job status = %s (error %q, detail %q), want succeeded", j.Status, j.Error, j.RollbackDetail)
 		}
 		waitVersion(ctx, t, addr, "v2")
@@ -402,7 +403,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		a := startDeployer(ctx, t, cli, Config{State: state})
 		waitTarget(ctx, t, a.Deployer, name)
 		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
-		jobs, err := a.Submit(ctx, Request{Target: name, Trigger: TriggerWebhook})
+		jobs, err := a.Submit(ctx, deploy.Request{Target: name, Trigger: deploy.TriggerWebhook})
 		if err != nil || len(jobs) != 1 {
 			t.Fatalf("Submit = %v, %v", jobs, err)
 		}
@@ -416,7 +417,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			return false, fmt.Sprintf("%+v", us)
 		})
 		a.stop()
-		if j, _ := state.Job(ctx, jobs[0].ID); j.Status != StatusQueued {
+		if j, _ := state.Job(ctx, jobs[0].ID); j.Status != deploy.StatusQueued {
 			t.Fatalf("job after shutdown mid-rollout = %s (error %q), want queued", j.Status, j.Error)
 		}
 
@@ -424,7 +425,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		j, err := b.WaitJob(wctx, jobs[0].ID)
-		if err != nil || j.Status != StatusSucceeded {
+		if err != nil || j.Status != deploy.StatusSucceeded {
 			t.Fatalf("resumed job = %s %q, %v, want succeeded (the rollout under way followed to its end)", j.Status, j.Error, err)
 		}
 		us := inspectService(ctx, t, cli, id).UpdateStatus
@@ -444,7 +445,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		d1 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
 		d := startDeployer(ctx, t, cli, Config{})
 		id, name, _ := createService(ctx, t, cli, serviceOptions{name: "later", image: reg.Ref(repo, "latest"), labels: enabled(nil)})
-		if tg := waitTarget(ctx, t, d.Deployer, name); tg.Kind != kindService || tg.Digest != d1 {
+		if tg := waitTarget(ctx, t, d.Deployer, name); tg.Kind != deploy.KindService || tg.Digest != d1 {
 			t.Errorf("target = %+v, want service pinned to %s", tg, d1)
 		}
 		if err := cli.ServiceRemove(ctx, id); err != nil {

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"strings"
 	"time"
 
@@ -12,11 +13,9 @@ import (
 	"github.com/docker/docker/api/types/filters"
 )
 
-const kindContainer = "container"
-
 // labelFilters select the containers that opted in (and are in scope).
 func (d *Deployer) labelFilters(more ...filters.KeyValuePair) filters.Args {
-	args := filters.NewArgs(filters.Arg("label", LabelEnable+"=true"))
+	args := filters.NewArgs(filters.Arg("label", deploy.LabelEnable+"=true"))
 	if d.cfg.labelKey != "" {
 		args.Add("label", d.cfg.LabelFilter)
 	}
@@ -47,7 +46,7 @@ func (d *Deployer) relist(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
-	fresh := make(map[string]Target, len(list))
+	fresh := make(map[string]deploy.Target, len(list))
 	for _, c := range list {
 		t, ok, err := d.inspectTarget(ctx, c.ID)
 		if err != nil {
@@ -103,7 +102,7 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name, old := range d.targets {
-		if old.Kind == kindService || old.ID != idOrName && old.ID != t.ID && name != idOrName {
+		if old.Kind == deploy.KindService || old.ID != idOrName && old.ID != t.ID && name != idOrName {
 			continue
 		}
 		if ok && name == t.Name {
@@ -116,7 +115,7 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 		delete(d.targets, name)
 	}
 	if ok {
-		if old, taken := d.targets[t.Name]; taken && old.Kind == kindService {
+		if old, taken := d.targets[t.Name]; taken && old.Kind == deploy.KindService {
 			// As in relist: the container keeps the name.
 			d.log.Warn("service ignored: a container target has the same name", "target", t.Name)
 		}
@@ -125,14 +124,14 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 	}
 }
 
-func (d *Deployer) putTargetLocked(t Target) {
+func (d *Deployer) putTargetLocked(t deploy.Target) {
 	if old, ok := d.targets[t.Name]; ok && (old.Image != t.Image || old.Tag != t.Tag) {
 		d.metrics.TargetInfo.DeleteLabelValues(old.Name, old.Image, old.Tag)
 	}
 	d.metrics.TargetInfo.WithLabelValues(t.Name, t.Image, t.Tag).Set(1)
 }
 
-func (d *Deployer) dropTargetLocked(t Target) {
+func (d *Deployer) dropTargetLocked(t deploy.Target) {
 	d.metrics.TargetInfo.DeleteLabelValues(t.Name, t.Image, t.Tag)
 	d.log.Info("target gone", "target", t.Name)
 }
@@ -140,12 +139,12 @@ func (d *Deployer) dropTargetLocked(t Target) {
 // inspectTarget reports whether a container is a target: running, opted in,
 // not a swarm task, not one of hookd's own temporary names, and following a
 // tag (a container pinned to a digest has nothing to follow).
-func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (Target, bool, error) {
+func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (deploy.Target, bool, error) {
 	c, err := d.docker.ContainerInspect(ctx, idOrName)
 	if err != nil {
-		return Target{}, false, fmt.Errorf("inspect container %s: %w", idOrName, err)
+		return deploy.Target{}, false, fmt.Errorf("inspect container %s: %w", idOrName, err)
 	}
-	t := Target{ID: c.ID, Kind: kindContainer}
+	t := deploy.Target{ID: c.ID, Kind: deploy.KindContainer}
 	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil {
 		return t, false, nil
 	}
@@ -153,7 +152,7 @@ func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (Target, 
 	if !c.State.Running || !eligible(t.Name, c.Config.Labels) || !d.inScope(c.Config.Labels) {
 		return t, false, nil
 	}
-	ref, err := ParseRef(c.Config.Image)
+	ref, err := deploy.ParseRef(c.Config.Image)
 	if err != nil || ref.Digest != "" || strings.HasPrefix(c.Config.Image, "sha256:") {
 		return t, false, nil
 	}
@@ -168,7 +167,7 @@ func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (Target, 
 // eligible applies the label and name rules shared by discovery and the
 // worker: hookd only ever touches a container that opted in.
 func eligible(name string, labels map[string]string) bool {
-	if labels[LabelEnable] != "true" {
+	if labels[deploy.LabelEnable] != "true" {
 		return false
 	}
 	for k := range labels {
@@ -185,25 +184,25 @@ func eligible(name string, labels map[string]string) bool {
 }
 
 func (d *Deployer) healthTimeout(labels map[string]string) time.Duration {
-	if v, ok := labels[LabelHealthTimeout]; ok {
+	if v, ok := labels[deploy.LabelHealthTimeout]; ok {
 		if t, err := time.ParseDuration(v); err == nil && t > 0 {
 			return t
 		}
-		d.log.Warn("invalid health timeout label ignored", "label", LabelHealthTimeout, "value", v)
+		d.log.Warn("invalid health timeout label ignored", "label", deploy.LabelHealthTimeout, "value", v)
 	}
 	return d.cfg.HealthTimeout
 }
 
 // repoDigest picks the digest of ref's repository from an image's
 // RepoDigests ("repo@sha256:…"), preferring want when it is among them.
-func repoDigest(repoDigests []string, ref ImageRef, want string) string {
+func repoDigest(repoDigests []string, ref deploy.ImageRef, want string) string {
 	var found string
 	for _, rd := range repoDigests {
 		repo, dg, ok := strings.Cut(rd, "@")
 		if !ok {
 			continue
 		}
-		r, err := ParseRef(repo)
+		r, err := deploy.ParseRef(repo)
 		if err != nil || r.Repository() != ref.Repository() {
 			continue
 		}
@@ -218,7 +217,7 @@ func repoDigest(repoDigests []string, ref ImageRef, want string) string {
 }
 
 // hasDigest reports whether digest is among ref's repository digests.
-func hasDigest(repoDigests []string, ref ImageRef, digest string) bool {
+func hasDigest(repoDigests []string, ref deploy.ImageRef, digest string) bool {
 	return digest != "" && repoDigest(repoDigests, ref, digest) == digest
 }
 

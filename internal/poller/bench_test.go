@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +16,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/dockertest"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/registry"
@@ -86,7 +86,7 @@ func BenchmarkPollUnchanged(b *testing.B) {
 			Transport: tr,
 		})
 		targets := &fakeTargets{}
-		targets.set(deployer.Target{Name: "bench", Image: reg.Host + "/" + repo, Tag: "latest", Digest: idx, ImageID: "sha256:unused"})
+		targets.set(deploy.Target{Name: "bench", Image: reg.Host + "/" + repo, Tag: "latest", Digest: idx, ImageID: "sha256:unused"})
 		sub := &fakeSubmitter{targets: targets}
 		clk := newClock()
 		m := metrics.Discard()

@@ -3,6 +3,7 @@ package poller
 import (
 	"context"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"sync"
@@ -32,11 +33,11 @@ func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
 type recordingSubmitter struct {
 	next Submitter
 	mu   sync.Mutex
-	reqs []deployer.Request
+	reqs []deploy.Request
 	at   []time.Time
 }
 
-func (s *recordingSubmitter) Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error) {
+func (s *recordingSubmitter) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
 	s.mu.Lock()
 	s.reqs = append(s.reqs, req)
 	s.at = append(s.at, time.Now())
@@ -44,10 +45,10 @@ func (s *recordingSubmitter) Submit(ctx context.Context, req deployer.Request) (
 	return s.next.Submit(ctx, req)
 }
 
-func (s *recordingSubmitter) requests() ([]deployer.Request, []time.Time) {
+func (s *recordingSubmitter) requests() ([]deploy.Request, []time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]deployer.Request(nil), s.reqs...), append([]time.Time(nil), s.at...)
+	return append([]deploy.Request(nil), s.reqs...), append([]time.Time(nil), s.at...)
 }
 
 // start runs f(ctx) in a goroutine; the returned stop cancels it and waits.
@@ -81,7 +82,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	reg.PushIndex(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
 	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "polled",
-		Labels:       map[string]string{deployer.LabelEnable: "true"},
+		Labels:       map[string]string{deploy.LabelEnable: "true"},
 		RegistryAuth: reg.RegistryAuth("bot", "right"),
 		Ports:        map[string]string{dockertest.AppPort: ""},
 	})
@@ -124,7 +125,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 		return len(reqs) > 0, "none yet"
 	})
 	reqs, at := sub.requests()
-	if len(reqs) != 1 || reqs[0].Trigger != deployer.TriggerPoll || reqs[0].Digest != v2 || reqs[0].Target != name {
+	if len(reqs) != 1 || reqs[0].Trigger != deploy.TriggerPoll || reqs[0].Digest != v2 || reqs[0].Target != name {
 		t.Fatalf("requests = %+v, want one poll request for %s with %s", reqs, name, v2)
 	}
 	// Counted in poll rounds, not seconds (this machine is shared and
@@ -138,12 +139,12 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 		return err == nil && v == "v2", fmt.Sprintf("answers %q, %v", v, err)
 	})
 	t.Logf("v2 answered %v after the push (poll interval %v)", time.Since(pushed).Round(time.Millisecond), interval)
-	jobs, err := d.Jobs(ctx, deployer.JobFilter{Target: name})
+	jobs, err := d.Jobs(ctx, deploy.JobFilter{Target: name})
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("jobs = %+v, %v, want one", jobs, err)
 	}
 	j, err := d.WaitJob(ctx, jobs[0].ID)
-	if err != nil || j.Status != deployer.StatusSucceeded || j.Request.Trigger != deployer.TriggerPoll {
+	if err != nil || j.Status != deploy.StatusSucceeded || j.Request.Trigger != deploy.TriggerPoll {
 		t.Fatalf("job = %+v, %v, want a succeeded poll job", j, err)
 	}
 	if got := testutil.ToFloat64(m1.PollChecks.WithLabelValues(metrics.PollChanged)); got != 1 {
@@ -208,7 +209,7 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 			t.Errorf("registry saw %q (%d times) during unchanged checks, want only HEADs of the manifest and token requests", k, other[k])
 		}
 	}
-	if got, err := d.Jobs(ctx, deployer.JobFilter{Target: name}); err != nil || len(got) != 1 {
+	if got, err := d.Jobs(ctx, deploy.JobFilter{Target: name}); err != nil || len(got) != 1 {
 		t.Errorf("jobs after the unchanged checks = %d (%v), want still 1", len(got), err)
 	}
 	if tg, ok := findTarget(d, name); ok && tg.ID != newID {
@@ -231,7 +232,7 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
 	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "rolledback",
-		Labels: map[string]string{deployer.LabelEnable: "true"},
+		Labels: map[string]string{deploy.LabelEnable: "true"},
 		Ports:  map[string]string{dockertest.AppPort: ""},
 	})
 	d := deployer.New(cli, deployer.Config{
@@ -241,7 +242,7 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 		Logger:        log.With("component", "deployer"),
 	})
 	start(t, "deployer", d.Run)
-	target := func() deployer.Target {
+	target := func() deploy.Target {
 		tg, _ := findTarget(d, name)
 		return tg
 	}
@@ -250,12 +251,12 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 	})
 
 	bad := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", Unhealthy: true})
-	jobs, err := d.Submit(ctx, deployer.Request{Repository: reg.Host + "/" + repo, Tag: "latest", Digest: bad,
-		Trigger: deployer.TriggerWebhook, ID: "delivery-1"})
+	jobs, err := d.Submit(ctx, deploy.Request{Repository: reg.Host + "/" + repo, Tag: "latest", Digest: bad,
+		Trigger: deploy.TriggerWebhook, ID: "delivery-1"})
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("Submit() = %v, %v, want one job", jobs, err)
 	}
-	if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != deployer.StatusRolledBack {
+	if j, err := d.WaitJob(ctx, jobs[0].ID); err != nil || j.Status != deploy.StatusRolledBack {
 		t.Fatalf("webhook job = %s %q, %v, want rolled_back", j.Status, j.Error, err)
 	}
 	if got := target().RolledBack; got != bad {
@@ -292,11 +293,11 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 }
 
 // findTarget is the deployer's target called name.
-func findTarget(d *deployer.Deployer, name string) (deployer.Target, bool) {
+func findTarget(d *deployer.Deployer, name string) (deploy.Target, bool) {
 	for _, tg := range d.Targets() {
 		if tg.Name == name {
 			return tg, true
 		}
 	}
-	return deployer.Target{}, false
+	return deploy.Target{}, false
 }

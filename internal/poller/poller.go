@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -27,19 +28,18 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/registry"
 )
 
 // TargetSource lists the targets to poll for. *deployer.Deployer satisfies it.
 type TargetSource interface {
-	Targets() []deployer.Target
+	Targets() []deploy.Target
 }
 
 // Submitter queues deploy requests. *deployer.Deployer satisfies it.
 type Submitter interface {
-	Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error)
+	Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error)
 }
 
 // Registry looks up digests. *registry.Client satisfies it.
@@ -122,7 +122,7 @@ type Poller struct {
 
 // entry is the schedule of one target.
 type entry struct {
-	target   deployer.Target
+	target   deploy.Target
 	ref      string // repo:tag
 	next     time.Time
 	inFlight bool
@@ -226,18 +226,18 @@ func (p *Poller) Run(ctx context.Context) error {
 // registry is not asked. When the deployer refuses the request, timers it
 // pushed back are restored, so the poll still catches up. Errors are the
 // deployer's.
-func (p *Poller) Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error) {
-	if req.Trigger != deployer.TriggerWebhook || p.interval <= 0 {
+func (p *Poller) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
+	if req.Trigger != deploy.TriggerWebhook || p.interval <= 0 {
 		return p.submit.Submit(ctx, req)
 	}
 	// Match the way the deployer does: normalised repository, default tag.
 	var repo string
-	if r, err := deployer.ParseRef(req.Repository); err == nil && req.Repository != "" {
+	if r, err := deploy.ParseRef(req.Repository); err == nil && req.Repository != "" {
 		repo = r.Repository()
 	}
 	tag := req.Tag
 	if tag == "" {
-		tag = deployer.DefaultTag
+		tag = deploy.DefaultTag
 	}
 	next := p.now().Add(p.jittered())
 
@@ -454,7 +454,7 @@ func (p *Poller) isFollowedLocked(key string) bool {
 	return false
 }
 
-func memKey(t deployer.Target) string { return t.Name + "|" + t.Image + ":" + t.Tag }
+func memKey(t deploy.Target) string { return t.Name + "|" + t.Image + ":" + t.Tag }
 
 // Store keys: "poll/<target>|<repo>:<tag>/good" and ".../attempted".
 func storeKey(memKey, kind string) string { return "poll/" + memKey + "/" + kind }
@@ -499,7 +499,7 @@ func (p *Poller) remember(ctx context.Context, mem *memory, kind, digest string)
 // verdict is the outcome of one check for one target.
 type verdict struct {
 	name    string
-	target  deployer.Target
+	target  deploy.Target
 	mem     *memory
 	outcome string
 }
@@ -605,7 +605,7 @@ func (p *Poller) head(ctx context.Context, ref string) (registry.Descriptor, err
 
 // judge decides whether target must be deployed for digest. It returns
 // metrics.PollUnchanged, PollChanged, PollError or PollRateLimited.
-func (p *Poller) judge(ctx context.Context, ref, digest string, t deployer.Target, mem *memory) string {
+func (p *Poller) judge(ctx context.Context, ref, digest string, t deploy.Target, mem *memory) string {
 	p.mu.Lock()
 	good, attempted := mem.good, mem.attempted
 	p.mu.Unlock()
@@ -685,12 +685,12 @@ func (p *Poller) platform(ctx context.Context, ref string) (config string, cache
 // it is not submitted by poll again.
 func (p *Poller) deploy(ctx context.Context, v verdict, digest string) {
 	now := p.now()
-	req := deployer.Request{
+	req := deploy.Request{
 		Repository: v.target.Image,
 		Tag:        v.target.Tag,
 		Digest:     digest,
 		Target:     v.name,
-		Trigger:    deployer.TriggerPoll,
+		Trigger:    deploy.TriggerPoll,
 		ID:         "poll-" + strconv.FormatInt(now.Unix(), 10) + "-" + v.name,
 		ReceivedAt: now,
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -50,16 +51,16 @@ func (c *clock) Add(d time.Duration) {
 
 type fakeTargets struct {
 	mu   sync.Mutex
-	list []deployer.Target
+	list []deploy.Target
 }
 
-func (f *fakeTargets) Targets() []deployer.Target {
+func (f *fakeTargets) Targets() []deploy.Target {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]deployer.Target(nil), f.list...)
+	return append([]deploy.Target(nil), f.list...)
 }
 
-func (f *fakeTargets) set(ts ...deployer.Target) {
+func (f *fakeTargets) set(ts ...deploy.Target) {
 	f.mu.Lock()
 	f.list = ts
 	f.mu.Unlock()
@@ -70,18 +71,18 @@ func (f *fakeTargets) set(ts ...deployer.Target) {
 type fakeSubmitter struct {
 	targets *fakeTargets
 	mu      sync.Mutex
-	reqs    []deployer.Request
+	reqs    []deploy.Request
 	err     error
 }
 
-func (f *fakeSubmitter) Submit(_ context.Context, req deployer.Request) ([]deployer.Job, error) {
+func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reqs = append(f.reqs, req)
 	if f.err != nil {
 		return nil, f.err
 	}
-	var jobs []deployer.Job
+	var jobs []deploy.Job
 	for _, t := range f.targets.Targets() {
 		if req.Target != "" && t.Name != req.Target {
 			continue
@@ -89,15 +90,15 @@ func (f *fakeSubmitter) Submit(_ context.Context, req deployer.Request) ([]deplo
 		if req.Repository != "" && (t.Image != req.Repository || t.Tag != req.Tag) {
 			continue
 		}
-		jobs = append(jobs, deployer.Job{ID: fmt.Sprintf("job-%d", len(f.reqs)), Target: t.Name, Request: req})
+		jobs = append(jobs, deploy.Job{ID: fmt.Sprintf("job-%d", len(f.reqs)), Target: t.Name, Request: req})
 	}
 	return jobs, nil
 }
 
-func (f *fakeSubmitter) requests() []deployer.Request {
+func (f *fakeSubmitter) requests() []deploy.Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]deployer.Request(nil), f.reqs...)
+	return append([]deploy.Request(nil), f.reqs...)
 }
 
 // fakeRegistry serves digests per "repo:tag" and config digests per
@@ -220,7 +221,7 @@ func (b *syncBuffer) String() string {
 
 // newRig returns a poller over fakes with a settable clock. cfg's Interval
 // defaults to a minute.
-func newRig(t *testing.T, cfg Config, targets ...deployer.Target) *rig {
+func newRig(t *testing.T, cfg Config, targets ...deploy.Target) *rig {
 	t.Helper()
 	r := &rig{clock: newClock(), targets: &fakeTargets{}, reg: newFakeRegistry(), m: metrics.Discard(), logs: &syncBuffer{}}
 	r.targets.set(targets...)
@@ -257,8 +258,8 @@ func (r *rig) checks(outcome string) int {
 	return int(testutil.ToFloat64(r.m.PollChecks.WithLabelValues(outcome)))
 }
 
-func target(name, image, digest, imageID string) deployer.Target {
-	return deployer.Target{Name: name, Image: image, Tag: "latest", Digest: digest, ImageID: imageID}
+func target(name, image, digest, imageID string) deploy.Target {
+	return deploy.Target{Name: name, Image: image, Tag: "latest", Digest: digest, ImageID: imageID}
 }
 
 const (
@@ -296,7 +297,7 @@ func TestCatchUpAtStartUnchanged(t *testing.T) {
 }
 
 func TestStartChecksAreSpread(t *testing.T) {
-	var ts []deployer.Target
+	var ts []deploy.Target
 	for i := range 10 {
 		repo := fmt.Sprintf("ghcr.io/o/app%d", i)
 		ts = append(ts, target(fmt.Sprintf("t%d", i), repo, digestA, imageA))
@@ -340,12 +341,12 @@ func TestChangedSubmitsOncePerDigest(t *testing.T) {
 		t.Fatalf("requests after a changed digest = %d, want 1", len(reqs))
 	}
 	now := r.clock.Now()
-	want := deployer.Request{
+	want := deploy.Request{
 		Repository: repoApp,
 		Tag:        "latest",
 		Digest:     digestB,
 		Target:     "app",
-		Trigger:    deployer.TriggerPoll,
+		Trigger:    deploy.TriggerPoll,
 		ID:         fmt.Sprintf("poll-%d-app", now.Unix()),
 		ReceivedAt: now,
 	}
@@ -381,7 +382,7 @@ func TestChangedSubmitsOncePerDigest(t *testing.T) {
 func TestSubmitFailureIsRetried(t *testing.T) {
 	r := newRig(t, Config{}, target("app", repoApp, digestA, imageA))
 	r.reg.set(refApp, digestB, imageB)
-	r.submit.err = deployer.ErrQueueFull
+	r.submit.err = deploy.ErrQueueFull
 
 	r.round()
 	r.submit.mu.Lock()
@@ -598,7 +599,7 @@ func TestWebhooksPushBackPolls(t *testing.T) {
 	// no delivery names, is.
 	for range 15 {
 		r.advance(40*time.Second, 10*time.Second)
-		req := deployer.Request{Repository: repoApp, Tag: "latest", Trigger: deployer.TriggerWebhook, ID: "delivery"}
+		req := deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook, ID: "delivery"}
 		if _, err := r.p.Submit(ctx, req); err != nil {
 			t.Fatalf("Submit: %v", err)
 		}
@@ -624,18 +625,18 @@ func TestSubmitPushBack(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name   string
-		req    deployer.Request
+		req    deploy.Request
 		err    error
 		pushed bool
 	}{
-		{"repo and tag", deployer.Request{Repository: repoApp, Tag: "latest", Trigger: deployer.TriggerWebhook}, nil, true},
-		{"not normalised", deployer.Request{Repository: "GHCR.io/O/App", Tag: "latest", Trigger: deployer.TriggerWebhook}, nil, true},
-		{"empty tag means latest", deployer.Request{Repository: repoApp, Trigger: deployer.TriggerWebhook}, nil, true},
-		{"job's target", deployer.Request{Target: "app", Trigger: deployer.TriggerWebhook}, nil, true},
-		{"other tag", deployer.Request{Repository: repoApp, Tag: "sha-1a2b3c", Trigger: deployer.TriggerWebhook}, nil, false},
-		{"other repo", deployer.Request{Repository: repoDB, Tag: "latest", Trigger: deployer.TriggerWebhook}, nil, false},
-		{"manual", deployer.Request{Repository: repoApp, Tag: "latest", Trigger: deployer.TriggerManual}, nil, false},
-		{"refused by the deployer", deployer.Request{Repository: repoApp, Tag: "latest", Trigger: deployer.TriggerWebhook}, deployer.ErrQueueFull, false},
+		{"repo and tag", deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook}, nil, true},
+		{"not normalised", deploy.Request{Repository: "GHCR.io/O/App", Tag: "latest", Trigger: deploy.TriggerWebhook}, nil, true},
+		{"empty tag means latest", deploy.Request{Repository: repoApp, Trigger: deploy.TriggerWebhook}, nil, true},
+		{"job's target", deploy.Request{Target: "app", Trigger: deploy.TriggerWebhook}, nil, true},
+		{"other tag", deploy.Request{Repository: repoApp, Tag: "sha-1a2b3c", Trigger: deploy.TriggerWebhook}, nil, false},
+		{"other repo", deploy.Request{Repository: repoDB, Tag: "latest", Trigger: deploy.TriggerWebhook}, nil, false},
+		{"manual", deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerManual}, nil, false},
+		{"refused by the deployer", deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook}, deploy.ErrQueueFull, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -759,7 +760,7 @@ func TestJitter(t *testing.T) {
 	r.round()
 	seen := map[time.Duration]bool{}
 	for range 200 {
-		if _, err := r.p.Submit(ctx, deployer.Request{Repository: repoApp, Tag: "latest", Trigger: deployer.TriggerWebhook}); err != nil {
+		if _, err := r.p.Submit(ctx, deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook}); err != nil {
 			t.Fatal(err)
 		}
 		next, _ := r.p.NextPoll("app")
@@ -844,7 +845,7 @@ func TestIntervalZeroIsOff(t *testing.T) {
 	if _, ok := p.NextPoll("app"); ok {
 		t.Errorf("NextPoll with polling off reports a time")
 	}
-	if _, err := p.Submit(context.Background(), deployer.Request{Repository: repoApp, Trigger: deployer.TriggerWebhook}); err != nil {
+	if _, err := p.Submit(context.Background(), deploy.Request{Repository: repoApp, Trigger: deploy.TriggerWebhook}); err != nil {
 		t.Errorf("Submit with polling off: %v", err)
 	}
 	if got := len(sub.requests()); got != 1 {

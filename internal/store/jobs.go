@@ -7,19 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
-var _ deployer.State = (*Store)(nil)
 
 // PutJob inserts or updates j. A new job may prune the oldest final jobs of
 // its target beyond Options.JobsPerTarget; queued and running jobs are never
 // pruned, they are pending requests.
-func (s *Store) PutJob(ctx context.Context, j deployer.Job) error {
+func (s *Store) PutJob(ctx context.Context, j deploy.Job) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -39,7 +38,7 @@ func (s *Store) PutJob(ctx context.Context, j deployer.Job) error {
 	return nil
 }
 
-func (s *Store) putJob(tx *bolt.Tx, j deployer.Job, val []byte) error {
+func (s *Store) putJob(tx *bolt.Tx, j deploy.Job, val []byte) error {
 	jobs := tx.Bucket(bucketJobs)
 	ids := tx.Bucket(bucketJobIDs)
 	id := []byte(j.ID)
@@ -103,7 +102,7 @@ func (s *Store) prune(tx *bolt.Tx, tb *bolt.Bucket, n uint64) uint64 {
 	c := tb.Cursor()
 	for k, v := c.First(); k != nil && excess > 0; k, v = c.Next() {
 		excess--
-		if deployer.Status(v).Final() {
+		if deploy.Status(v).Final() {
 			// Cursor keys are only valid until the bucket changes.
 			del = append(del, bytes.Clone(k))
 		}
@@ -136,11 +135,11 @@ func (s *Store) unindex(tx *bolt.Tx, target string, key []byte) error {
 }
 
 // Jobs returns the jobs matching f, newest (by CreatedAt) first.
-func (s *Store) Jobs(ctx context.Context, f deployer.JobFilter) ([]deployer.Job, error) {
+func (s *Store) Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	out := []deployer.Job{}
+	out := []deploy.Job{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		var c *bolt.Cursor
@@ -157,7 +156,7 @@ func (s *Store) Jobs(ctx context.Context, f deployer.JobFilter) ([]deployer.Job,
 			if f.Target != "" {
 				v = jobs.Get(k)
 			}
-			var j deployer.Job
+			var j deploy.Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("decode job %s: %w", k[8:], err)
 			}
@@ -174,33 +173,33 @@ func (s *Store) Jobs(ctx context.Context, f deployer.JobFilter) ([]deployer.Job,
 	return out, nil
 }
 
-// Job returns the job with id; the error wraps deployer.ErrJobNotFound when
+// Job returns the job with id; the error wraps deploy.ErrJobNotFound when
 // there is none.
-func (s *Store) Job(ctx context.Context, id string) (deployer.Job, error) {
+func (s *Store) Job(ctx context.Context, id string) (deploy.Job, error) {
 	if err := ctx.Err(); err != nil {
-		return deployer.Job{}, err
+		return deploy.Job{}, err
 	}
-	var j deployer.Job
+	var j deploy.Job
 	err := s.db.View(func(tx *bolt.Tx) error {
 		idx := tx.Bucket(bucketJobIDs).Get([]byte(id))
 		if idx == nil {
-			return deployer.ErrJobNotFound
+			return deploy.ErrJobNotFound
 		}
 		v := tx.Bucket(bucketJobs).Get(jobKey(idx[:8], []byte(id)))
 		if v == nil {
-			return deployer.ErrJobNotFound
+			return deploy.ErrJobNotFound
 		}
 		return json.Unmarshal(v, &j)
 	})
 	if err != nil {
-		return deployer.Job{}, fmt.Errorf("job %q: %w", id, err)
+		return deploy.Job{}, fmt.Errorf("job %q: %w", id, err)
 	}
 	return j, nil
 }
 
 // PutStep records s as its target's current journal entry, replacing the
 // previous one.
-func (s *Store) PutStep(ctx context.Context, st deployer.Step) error {
+func (s *Store) PutStep(ctx context.Context, st deploy.Step) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -221,14 +220,14 @@ func (s *Store) PutStep(ctx context.Context, st deployer.Step) error {
 }
 
 // Steps returns every target's journal entry, ordered by target.
-func (s *Store) Steps(ctx context.Context) ([]deployer.Step, error) {
+func (s *Store) Steps(ctx context.Context) ([]deploy.Step, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var out []deployer.Step
+	var out []deploy.Step
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSteps).ForEach(func(k, v []byte) error {
-			var st deployer.Step
+			var st deploy.Step
 			if err := json.Unmarshal(v, &st); err != nil {
 				return fmt.Errorf("decode step for %s: %w", k, err)
 			}

@@ -29,11 +29,11 @@ const schemaVersion = 1
 // walks a bucket newest first from Last.
 var (
 	bucketMeta          = []byte("meta")           // "schema" → decimal version
-	bucketJobs          = []byte("jobs")           // jobKey → JSON deployer.Job
+	bucketJobs          = []byte("jobs")           // jobKey → JSON deploy.Job
 	bucketJobIDs        = []byte("job_ids")        // id → created(8) | target
 	bucketJobTargets    = []byte("job_targets")    // nested per target: jobKey → status
 	bucketJobCounts     = []byte("job_counts")     // target → uint64, keys in its nested bucket
-	bucketSteps         = []byte("steps")          // target → JSON deployer.Step
+	bucketSteps         = []byte("steps")          // target → JSON deploy.Step
 	bucketDeliveries    = []byte("deliveries")     // delivery id → recorded(8)
 	bucketDeliveryTimes = []byte("delivery_times") // recorded(8) | delivery id → empty
 	bucketDigests       = []byte("digests")        // "repo:tag" or target → digest

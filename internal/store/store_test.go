@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,8 +17,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // clock is a settable test clock.
@@ -61,22 +60,22 @@ func txID(t *testing.T, s *Store) int {
 	return id
 }
 
-func job(id, target string, created time.Time, st deployer.Status) deployer.Job {
-	return deployer.Job{
+func job(id, target string, created time.Time, st deploy.Status) deploy.Job {
+	return deploy.Job{
 		ID:        id,
 		Target:    target,
 		Kind:      "container",
 		Image:     "ghcr.io/o/app:latest",
 		Status:    st,
 		CreatedAt: created,
-		Request: deployer.Request{
-			Repository: "ghcr.io/o/app", Tag: "latest", Trigger: deployer.TriggerWebhook,
+		Request: deploy.Request{
+			Repository: "ghcr.io/o/app", Tag: "latest", Trigger: deploy.TriggerWebhook,
 			ID: "delivery-" + id, ReceivedAt: created,
 		},
 	}
 }
 
-func jobIDs(jobs []deployer.Job) []string {
+func jobIDs(jobs []deploy.Job) []string {
 	ids := make([]string, len(jobs))
 	for i, j := range jobs {
 		ids[i] = j.ID
@@ -110,7 +109,7 @@ func TestJobRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t, Options{})
 	created := time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.UTC)
-	want := job("j1", "web", created, deployer.StatusQueued)
+	want := job("j1", "web", created, deploy.StatusQueued)
 	if err := s.PutJob(ctx, want); err != nil {
 		t.Fatalf("PutJob: %v", err)
 	}
@@ -123,7 +122,7 @@ func TestJobRoundTrip(t *testing.T) {
 	}
 
 	// An update replaces the job in place.
-	want.Status = deployer.StatusSucceeded
+	want.Status = deploy.StatusSucceeded
 	want.StartedAt = created.Add(time.Second)
 	want.FinishedAt = created.Add(5 * time.Second)
 	want.Phases = map[string]float64{"pull": 1.5, "swap": 0.25, "health": 3}
@@ -138,7 +137,7 @@ func TestJobRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Job(j1) after update = %+v, want %+v", got, want)
 	}
-	all, err := s.Jobs(ctx, deployer.JobFilter{})
+	all, err := s.Jobs(ctx, deploy.JobFilter{})
 	if err != nil {
 		t.Fatalf("Jobs: %v", err)
 	}
@@ -146,10 +145,10 @@ func TestJobRoundTrip(t *testing.T) {
 		t.Errorf("Jobs() after update = %v, want one job", jobIDs(all))
 	}
 
-	if _, err := s.Job(ctx, "nope"); !errors.Is(err, deployer.ErrJobNotFound) {
+	if _, err := s.Job(ctx, "nope"); !errors.Is(err, deploy.ErrJobNotFound) {
 		t.Errorf("Job(nope) error = %v, want ErrJobNotFound", err)
 	}
-	for _, bad := range []deployer.Job{{Target: "web"}, {ID: "x"}} {
+	for _, bad := range []deploy.Job{{Target: "web"}, {ID: "x"}} {
 		if err := s.PutJob(ctx, bad); err == nil {
 			t.Errorf("PutJob(%+v) = nil, want an error", bad)
 		}
@@ -161,28 +160,28 @@ func TestJobsOrderAndFilter(t *testing.T) {
 	s := openTemp(t, Options{})
 	base := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	// Inserted out of order: listing follows CreatedAt, not insertion.
-	for _, j := range []deployer.Job{
-		job("c", "web", base.Add(3*time.Minute), deployer.StatusSucceeded),
-		job("a", "web", base.Add(1*time.Minute), deployer.StatusFailed),
-		job("b", "db", base.Add(2*time.Minute), deployer.StatusUpToDate),
-		job("e", "db", base.Add(5*time.Minute), deployer.StatusQueued),
-		job("d", "web", base.Add(4*time.Minute), deployer.StatusRunning),
-		job("old", "web", time.Date(1965, 1, 1, 0, 0, 0, 0, time.UTC), deployer.StatusSucceeded),
+	for _, j := range []deploy.Job{
+		job("c", "web", base.Add(3*time.Minute), deploy.StatusSucceeded),
+		job("a", "web", base.Add(1*time.Minute), deploy.StatusFailed),
+		job("b", "db", base.Add(2*time.Minute), deploy.StatusUpToDate),
+		job("e", "db", base.Add(5*time.Minute), deploy.StatusQueued),
+		job("d", "web", base.Add(4*time.Minute), deploy.StatusRunning),
+		job("old", "web", time.Date(1965, 1, 1, 0, 0, 0, 0, time.UTC), deploy.StatusSucceeded),
 	} {
 		if err := s.PutJob(ctx, j); err != nil {
 			t.Fatalf("PutJob(%s): %v", j.ID, err)
 		}
 	}
 	tests := []struct {
-		f    deployer.JobFilter
+		f    deploy.JobFilter
 		want []string
 	}{
-		{deployer.JobFilter{}, []string{"e", "d", "c", "b", "a", "old"}},
-		{deployer.JobFilter{Limit: 2}, []string{"e", "d"}},
-		{deployer.JobFilter{Target: "web"}, []string{"d", "c", "a", "old"}},
-		{deployer.JobFilter{Target: "web", Limit: 3}, []string{"d", "c", "a"}},
-		{deployer.JobFilter{Target: "db", Limit: 10}, []string{"e", "b"}},
-		{deployer.JobFilter{Target: "nope"}, []string{}},
+		{deploy.JobFilter{}, []string{"e", "d", "c", "b", "a", "old"}},
+		{deploy.JobFilter{Limit: 2}, []string{"e", "d"}},
+		{deploy.JobFilter{Target: "web"}, []string{"d", "c", "a", "old"}},
+		{deploy.JobFilter{Target: "web", Limit: 3}, []string{"d", "c", "a"}},
+		{deploy.JobFilter{Target: "db", Limit: 10}, []string{"e", "b"}},
+		{deploy.JobFilter{Target: "nope"}, []string{}},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%+v", tt.f), func(t *testing.T) {
@@ -200,7 +199,7 @@ func TestJobsOrderAndFilter(t *testing.T) {
 func TestJobMovesTarget(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t, Options{})
-	j := job("j", "old-name", time.Now(), deployer.StatusQueued)
+	j := job("j", "old-name", time.Now(), deploy.StatusQueued)
 	if err := s.PutJob(ctx, j); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +208,7 @@ func TestJobMovesTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	for target, want := range map[string]int{"old-name": 0, "new-name": 1} {
-		got, err := s.Jobs(ctx, deployer.JobFilter{Target: target})
+		got, err := s.Jobs(ctx, deploy.JobFilter{Target: target})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +223,7 @@ func TestJobHistoryIsBoundedPerTarget(t *testing.T) {
 	s := openTemp(t, Options{JobsPerTarget: 3})
 	base := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	at := func(i int) time.Time { return base.Add(time.Duration(i) * time.Minute) }
-	put := func(j deployer.Job) {
+	put := func(j deploy.Job) {
 		t.Helper()
 		if err := s.PutJob(ctx, j); err != nil {
 			t.Fatalf("PutJob(%s): %v", j.ID, err)
@@ -232,7 +231,7 @@ func TestJobHistoryIsBoundedPerTarget(t *testing.T) {
 	}
 	list := func(target string) []string {
 		t.Helper()
-		got, err := s.Jobs(ctx, deployer.JobFilter{Target: target})
+		got, err := s.Jobs(ctx, deploy.JobFilter{Target: target})
 		if err != nil {
 			t.Fatalf("Jobs: %v", err)
 		}
@@ -240,12 +239,12 @@ func TestJobHistoryIsBoundedPerTarget(t *testing.T) {
 	}
 
 	// A pending request older than the history window is kept.
-	put(job("pending", "web", at(0), deployer.StatusQueued))
+	put(job("pending", "web", at(0), deploy.StatusQueued))
 	for i := 1; i <= 6; i++ {
-		put(job(fmt.Sprintf("w%d", i), "web", at(i), deployer.StatusSucceeded))
+		put(job(fmt.Sprintf("w%d", i), "web", at(i), deploy.StatusSucceeded))
 	}
-	put(job("d1", "db", at(1), deployer.StatusFailed))
-	put(job("d2", "db", at(2), deployer.StatusSucceeded))
+	put(job("d1", "db", at(1), deploy.StatusFailed))
+	put(job("d2", "db", at(2), deploy.StatusSucceeded))
 
 	if got, want := list("web"), []string{"w6", "w5", "w4", "pending"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("web jobs = %v, want %v", got, want)
@@ -253,18 +252,18 @@ func TestJobHistoryIsBoundedPerTarget(t *testing.T) {
 	if got, want := list("db"), []string{"d2", "d1"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("db jobs = %v, want %v (another target's pruning must not touch it)", got, want)
 	}
-	if _, err := s.Job(ctx, "w1"); !errors.Is(err, deployer.ErrJobNotFound) {
+	if _, err := s.Job(ctx, "w1"); !errors.Is(err, deploy.ErrJobNotFound) {
 		t.Errorf("Job(w1) error = %v, want ErrJobNotFound (pruned)", err)
 	}
 
 	// Once the pending job is final, it ages out like the others.
-	pending := job("pending", "web", at(0), deployer.StatusSucceeded)
+	pending := job("pending", "web", at(0), deploy.StatusSucceeded)
 	put(pending)
-	put(job("w7", "web", at(7), deployer.StatusSucceeded))
+	put(job("w7", "web", at(7), deploy.StatusSucceeded))
 	if got, want := list("web"), []string{"w7", "w6", "w5"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("web jobs after the pending one finished = %v, want %v", got, want)
 	}
-	all, err := s.Jobs(ctx, deployer.JobFilter{})
+	all, err := s.Jobs(ctx, deploy.JobFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +276,7 @@ func TestSteps(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t, Options{})
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	steps := []deployer.Step{
+	steps := []deploy.Step{
 		{Target: "web", JobID: "j1", Phase: "created", NewID: "new1", OldID: "old1", At: at},
 		{Target: "db", JobID: "j2", Phase: "stopped_old", OldID: "old2", At: at},
 		{Target: "web", JobID: "j1", Phase: "renamed", NewID: "new1", OldID: "old1", At: at.Add(time.Second)},
@@ -291,7 +290,7 @@ func TestSteps(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Steps: %v", err)
 	}
-	if want := []deployer.Step{steps[1], steps[2]}; !reflect.DeepEqual(got, want) {
+	if want := []deploy.Step{steps[1], steps[2]}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Steps() = %+v, want %+v (one entry per target, the latest)", got, want)
 	}
 	if err := s.DeleteStep(ctx, "web"); err != nil {
@@ -304,7 +303,7 @@ func TestSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []deployer.Step{steps[1]}; !reflect.DeepEqual(got, want) {
+	if want := []deploy.Step{steps[1]}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Steps() after delete = %+v, want %+v", got, want)
 	}
 }
@@ -426,7 +425,7 @@ func TestIdleDoesNotWrite(t *testing.T) {
 	if err := s.PutDigest(ctx, "k", "sha256:x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutJob(ctx, job("j", "web", clk.Now(), deployer.StatusSucceeded)); err != nil {
+	if err := s.PutJob(ctx, job("j", "web", clk.Now(), deploy.StatusSucceeded)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -456,7 +455,7 @@ func TestIdleDoesNotWrite(t *testing.T) {
 	if _, err := s.Seen(ctx, "d"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Jobs(ctx, deployer.JobFilter{}); err != nil {
+	if _, err := s.Jobs(ctx, deploy.JobFilter{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := txID(t, s); got != id {
@@ -482,8 +481,8 @@ func TestReopenKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pending := job("p1", "web", clk.Now(), deployer.StatusQueued)
-	step := deployer.Step{Target: "web", JobID: "p1", Phase: "created", NewID: "n", OldID: "o", At: clk.Now()}
+	pending := job("p1", "web", clk.Now(), deploy.StatusQueued)
+	step := deploy.Step{Target: "web", JobID: "p1", Phase: "created", NewID: "n", OldID: "o", At: clk.Now()}
 	for _, err := range []error{
 		s.PutJob(ctx, pending),
 		s.PutStep(ctx, step),
@@ -503,12 +502,12 @@ func TestReopenKeepsState(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	defer s.Close()
-	jobs, err := s.Jobs(ctx, deployer.JobFilter{})
+	jobs, err := s.Jobs(ctx, deploy.JobFilter{})
 	if err != nil || len(jobs) != 1 || !reflect.DeepEqual(jobs[0], pending) {
 		t.Errorf("Jobs() after reopen = %+v, %v; want [%+v]", jobs, err, pending)
 	}
 	steps, err := s.Steps(ctx)
-	if err != nil || !reflect.DeepEqual(steps, []deployer.Step{step}) {
+	if err != nil || !reflect.DeepEqual(steps, []deploy.Step{step}) {
 		t.Errorf("Steps() after reopen = %+v, %v; want [%+v]", steps, err, step)
 	}
 	if seen, err := s.Seen(ctx, "delivery-1"); err != nil || !seen {
@@ -630,7 +629,7 @@ func damagePagesWhere(t *testing.T, path string, match func(flags uint16) bool) 
 		t.Fatal(err)
 	}
 	for i := range 200 {
-		if err := s.PutJob(ctx, job(fmt.Sprintf("j%03d", i), "web", time.Now(), deployer.StatusSucceeded)); err != nil {
+		if err := s.PutJob(ctx, job(fmt.Sprintf("j%03d", i), "web", time.Now(), deploy.StatusSucceeded)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -755,7 +754,7 @@ func TestContextCancelled(t *testing.T) {
 	s := openTemp(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := s.PutJob(ctx, job("j", "web", time.Now(), deployer.StatusQueued)); !errors.Is(err, context.Canceled) {
+	if err := s.PutJob(ctx, job("j", "web", time.Now(), deploy.StatusQueued)); !errors.Is(err, context.Canceled) {
 		t.Errorf("PutJob(cancelled ctx) = %v, want context.Canceled", err)
 	}
 	if _, err := s.Seen(ctx, "d"); !errors.Is(err, context.Canceled) {
@@ -770,7 +769,7 @@ func BenchmarkPutJob(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		// New jobs: the history is full after 100, so most puts also prune.
-		j := job(fmt.Sprintf("job-%09d", i), "web", base.Add(time.Duration(i)), deployer.StatusSucceeded)
+		j := job(fmt.Sprintf("job-%09d", i), "web", base.Add(time.Duration(i)), deploy.StatusSucceeded)
 		if err := s.PutJob(ctx, j); err != nil {
 			b.Fatal(err)
 		}

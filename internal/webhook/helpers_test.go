@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +23,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
 )
 
@@ -42,14 +42,14 @@ var fixedNow = time.Date(2025, 11, 3, 13, 50, 30, 0, time.UTC)
 type fakeSubmitter struct {
 	mu      sync.Mutex
 	calls   int
-	reqs    []deployer.Request // accepted requests
+	reqs    []deploy.Request // accepted requests
 	err     error
 	targets []string
 	entered chan struct{} // when set, Submit signals here first
 	block   chan struct{} // when set, Submit waits for it
 }
 
-func (f *fakeSubmitter) Submit(_ context.Context, req deployer.Request) ([]deployer.Job, error) {
+func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
 	if f.entered != nil {
 		f.entered <- struct{}{}
 	}
@@ -63,10 +63,10 @@ func (f *fakeSubmitter) Submit(_ context.Context, req deployer.Request) ([]deplo
 		return nil, f.err
 	}
 	f.reqs = append(f.reqs, req)
-	jobs := make([]deployer.Job, 0, len(f.targets))
+	jobs := make([]deploy.Job, 0, len(f.targets))
 	for i, t := range f.targets {
-		jobs = append(jobs, deployer.Job{
-			ID: fmt.Sprintf("job-%d-%d", len(f.reqs), i), Target: t, Request: req, Status: deployer.StatusQueued,
+		jobs = append(jobs, deploy.Job{
+			ID: fmt.Sprintf("job-%d-%d", len(f.reqs), i), Target: t, Request: req, Status: deploy.StatusQueued,
 		})
 	}
 	return jobs, nil
@@ -78,10 +78,10 @@ func (f *fakeSubmitter) setErr(err error) {
 	f.err = err
 }
 
-func (f *fakeSubmitter) accepted() []deployer.Request {
+func (f *fakeSubmitter) accepted() []deploy.Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]deployer.Request(nil), f.reqs...)
+	return append([]deploy.Request(nil), f.reqs...)
 }
 
 func (f *fakeSubmitter) callCount() int {

@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"strings"
 
 	"github.com/tidwall/gjson"
-
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // GitHub event names (X-GitHub-Event) hookd acts on. A GitHub App sends
@@ -338,7 +337,7 @@ func isASCII(s string) bool {
 }
 
 // validRef reports whether repo:tag is an image reference that
-// deployer.ParseRef leaves unchanged, with a tag Docker accepts.
+// deploy.ParseRef leaves unchanged, with a tag Docker accepts.
 func validRef(repo, tag string) bool {
 	if tag == "" || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
 		return false
@@ -351,7 +350,7 @@ func validRef(repo, tag string) bool {
 			return false
 		}
 	}
-	ref, err := deployer.ParseRef(repo + ":" + tag)
+	ref, err := deploy.ParseRef(repo + ":" + tag)
 	return err == nil && ref.Repository() == repo && ref.Tag == tag && ref.Digest == ""
 }
 

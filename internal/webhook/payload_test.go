@@ -3,13 +3,12 @@ package webhook
 import (
 	"encoding/json"
 	"errors"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/and3rn3t/hookd/internal/deployer"
 )
 
 // TestParsePackage covers the mapping rules on payloads derived from the
@@ -289,7 +288,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte, host string) {
 		checkEnvelope(t, payload)
 
-		if _, err := deployer.ParseRef(host + "/o/n"); err != nil {
+		if _, err := deploy.ParseRef(host + "/o/n"); err != nil {
 			host = DefaultRegistryHost
 		}
 		host = strings.ToLower(host)
@@ -310,7 +309,7 @@ func FuzzParse(f *testing.F) {
 			if m.repository != strings.ToLower(m.repository) {
 				t.Fatalf("repository %q is not lower case", m.repository)
 			}
-			ref, err := deployer.ParseRef(m.image())
+			ref, err := deploy.ParseRef(m.image())
 			if err != nil {
 				t.Fatalf("ParseRef(%q): %v", m.image(), err)
 			}
@@ -321,7 +320,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("repository %q is not %s/owner/name", m.repository, host)
 			}
 			if m.digest != "" {
-				if _, err := deployer.ParseRef(m.image() + "@" + m.digest); err != nil || !validSHA256(m.digest) {
+				if _, err := deploy.ParseRef(m.image() + "@" + m.digest); err != nil || !validSHA256(m.digest) {
 					t.Fatalf("digest %q is not a sha256 digest: %v", m.digest, err)
 				}
 			}

@@ -3,7 +3,7 @@
 // The Handler serves POST /hooks/github: it caps the body, checks the
 // X-Hub-Signature-256 HMAC against every configured secret, decodes only the
 // fields it needs, maps registry_package and package events for container
-// images to a deployer.Request, drops redeliveries, and hands the request to
+// images to a deploy.Request, drops redeliveries, and hands the request to
 // a Submitter without waiting for Docker. Every answer is a small JSON
 // object; a delivery that does nothing says why.
 package webhook
@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"mime"
@@ -25,7 +26,6 @@ import (
 
 	"github.com/google/go-github/v75/github"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
 )
 
@@ -59,9 +59,9 @@ type Config struct {
 
 // Submitter queues a deploy request without blocking. It returns the jobs
 // queued, one per target that follows the image (none when no target does),
-// or deployer.ErrQueueFull.
+// or deploy.ErrQueueFull.
 type Submitter interface {
-	Submit(ctx context.Context, req deployer.Request) ([]deployer.Job, error)
+	Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error)
 }
 
 // Handler is the GitHub webhook endpoint. It is safe for concurrent use.
@@ -117,7 +117,7 @@ func NewHandler(cfg Config, sub Submitter, deliveries Deliveries, m *metrics.Met
 	if host == "" {
 		host = DefaultRegistryHost
 	}
-	if ref, err := deployer.ParseRef(host + "/owner/name"); err != nil || ref.Registry != host {
+	if ref, err := deploy.ParseRef(host + "/owner/name"); err != nil || ref.Registry != host {
 		errs = append(errs, fmt.Errorf("registry host %q is not a registry host name", cfg.RegistryHost))
 	}
 	if sub == nil {
@@ -173,7 +173,7 @@ var errorTable = []struct {
 	{errDeliveryID, http.StatusBadRequest, metrics.OutcomeBadRequest},
 	{errContentType, http.StatusUnsupportedMediaType, metrics.OutcomeBadRequest},
 	{errMethod, http.StatusMethodNotAllowed, metrics.OutcomeBadRequest},
-	{deployer.ErrQueueFull, http.StatusServiceUnavailable, metrics.OutcomeQueueFull},
+	{deploy.ErrQueueFull, http.StatusServiceUnavailable, metrics.OutcomeQueueFull},
 }
 
 // writeError answers err and returns the status and metrics outcome.
@@ -367,11 +367,11 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 	}
 	defer release()
 
-	jobs, err := h.sub.Submit(ctx, deployer.Request{
+	jobs, err := h.sub.Submit(ctx, deploy.Request{
 		Repository: m.repository,
 		Tag:        m.tag,
 		Digest:     m.digest,
-		Trigger:    deployer.TriggerWebhook,
+		Trigger:    deploy.TriggerWebhook,
 		ID:         d.id,
 		ReceivedAt: d.received,
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/metrics"
 )
 
@@ -208,23 +208,23 @@ func TestQueuedRequest(t *testing.T) {
 		cfg         Config
 		body        []byte
 		targets     []string
-		want        deployer.Request
+		want        deploy.Request
 		wantTargets []string
 		wantJobs    int
 	}{
 		{
 			name: "two targets", body: real, targets: []string{"www", "www-canary"},
-			want: deployer.Request{
+			want: deploy.Request{
 				Repository: "ghcr.io/theryangeary/www", Tag: "0e2a89b", Digest: realDigest,
-				Trigger: deployer.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
+				Trigger: deploy.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
 			},
 			wantTargets: []string{"www", "www-canary"}, wantJobs: 2,
 		},
 		{
 			name: "configured registry host", cfg: Config{RegistryHost: "Mirror.Example.com:5000"}, body: real, targets: []string{"www"},
-			want: deployer.Request{
+			want: deploy.Request{
 				Repository: "mirror.example.com:5000/theryangeary/www", Tag: "0e2a89b", Digest: realDigest,
-				Trigger: deployer.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
+				Trigger: deploy.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
 			},
 			wantTargets: []string{"www"}, wantJobs: 1,
 		},
@@ -236,9 +236,9 @@ func TestQueuedRequest(t *testing.T) {
 				`"name": "0e2a89b"`, `"name": "V1.2"`,
 				`"package_url": "ghcr.io/theryangeary/www:0e2a89b"`, `"package_url": "ghcr.io/theryangeary/www:v1.2"`),
 			targets: []string{"www"},
-			want: deployer.Request{
+			want: deploy.Request{
 				Repository: "ghcr.io/theryangeary/www", Tag: "V1.2", Digest: realDigest,
-				Trigger: deployer.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
+				Trigger: deploy.TriggerWebhook, ID: "id-1", ReceivedAt: fixedNow,
 			},
 			wantTargets: []string{"www"}, wantJobs: 1,
 		},
@@ -621,7 +621,7 @@ func TestDuplicates(t *testing.T) {
 	}
 	for _, s := range steps {
 		if s.queueFull {
-			e.sub.setErr(fmt.Errorf("submit: %w", deployer.ErrQueueFull))
+			e.sub.setErr(fmt.Errorf("submit: %w", deploy.ErrQueueFull))
 		} else {
 			e.sub.setErr(nil)
 		}
@@ -872,8 +872,8 @@ func BenchmarkWebhook(b *testing.B) {
 
 type noopSubmitter struct{}
 
-func (noopSubmitter) Submit(_ context.Context, req deployer.Request) ([]deployer.Job, error) {
-	return []deployer.Job{{ID: "job", Target: "www", Request: req, Status: deployer.StatusQueued}}, nil
+func (noopSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
+	return []deploy.Job{{ID: "job", Target: "www", Request: req, Status: deploy.StatusQueued}}, nil
 }
 
 // BenchmarkVerify is the signature check alone, when the second of two

@@ -1,7 +1,11 @@
-package deployer
+// Package deploy is hookd's vocabulary: the deploy requests every door
+// produces, the jobs the deployer runs, their statuses and steps, the
+// targets, image references and the errors callers branch on. It is the
+// leaf of the dependency graph: it imports no Docker SDK and nothing else of
+// hookd's, so the doors and the store never compile the engine's client.
+package deploy
 
 import (
-	"context"
 	"errors"
 	"time"
 )
@@ -47,6 +51,9 @@ const (
 	StatusUpToDate   Status = "up_to_date"
 	StatusRolledBack Status = "rolled_back"
 	StatusFailed     Status = "failed"
+	// StatusRefused: a policy said no before anything was touched (an
+	// unforced rolled-back digest, a strategy that does not fit the target).
+	StatusRefused Status = "refused"
 )
 
 // Final reports whether s is a final state.
@@ -65,6 +72,8 @@ type Job struct {
 	DigestBefore string `json:"digest_before,omitempty"`
 	DigestAfter  string `json:"digest_after,omitempty"`
 	Status       Status `json:"status"`
+	// Stage is where a running job is; empty once it ended.
+	Stage Stage `json:"stage,omitempty"`
 	// Phases holds per-phase durations in seconds: "pull", "swap", "health".
 	Phases map[string]float64 `json:"phases,omitempty"`
 	Error  string             `json:"error,omitempty"`
@@ -94,23 +103,21 @@ type Step struct {
 	At     time.Time `json:"at"`
 }
 
-// State persists what the deployer must not lose: jobs (a queued job is a
-// pending request) and the recreate journal. The bbolt store implements it;
-// New uses an in-memory one when none is given.
-type State interface {
-	PutJob(ctx context.Context, j Job) error
-	// Jobs returns matching jobs, newest first.
-	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
-	// Job returns ErrJobNotFound when id is unknown.
-	Job(ctx context.Context, id string) (Job, error)
-	PutStep(ctx context.Context, s Step) error
-	Steps(ctx context.Context) ([]Step, error)
-	DeleteStep(ctx context.Context, target string) error
-}
-
 // Errors returned by Submit and the job look-ups.
 var (
 	ErrQueueFull     = errors.New("deploy queue is full")
 	ErrUnknownTarget = errors.New("unknown target")
 	ErrJobNotFound   = errors.New("job not found")
 )
+
+// Clone returns a copy of j that shares no map with it.
+func (j Job) Clone() Job {
+	if j.Phases != nil {
+		p := make(map[string]float64, len(j.Phases))
+		for k, v := range j.Phases {
+			p[k] = v
+		}
+		j.Phases = p
+	}
+	return j
+}
