@@ -40,9 +40,10 @@ type Target struct {
 	// (or Swarm did), until a later deploy of it succeeds or finds it up
 	// to date: an unforced request for it is refused.
 	RolledBack string `json:"rolled_back_digest,omitempty"`
-	// LastRequested is when a request (webhook, API or poll) last named
-	// this target; the poller stays quiet while requests arrive.
-	LastRequested time.Time `json:"last_requested,omitzero"`
+	// LastWebhook is when a webhook delivery last asked for this target
+	// (a request the deployer accepted); the poller stays quiet while
+	// deliveries arrive.
+	LastWebhook time.Time `json:"last_webhook,omitzero"`
 }
 
 // Matches reports whether the target follows ref's repository and tag.
