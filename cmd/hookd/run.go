@@ -23,12 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/containers"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
-	"github.com/and3rn3t/hookd/internal/memtrim"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/poller"
 	"github.com/and3rn3t/hookd/internal/registry"
 	"github.com/and3rn3t/hookd/internal/store"
+	"github.com/and3rn3t/hookd/internal/swarmsvc"
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
 
@@ -112,19 +114,15 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	defer docker.Close()
 
 	keychain := registry.NewKeychain(staticCredentials(cfg), nil)
-	dep := deployer.New(docker, deployer.Config{
-		HealthTimeout: cfg.HealthTimeout,
-		SettleTime:    cfg.SettleTime,
-		Concurrency:   cfg.Concurrency,
-		QueueSize:     cfg.QueueSize,
-		Keychain:      keychain,
-		PruneImages:   cfg.PruneImages,
-		LabelFilter:   cfg.LabelFilter,
-		State:         st,
-		Metrics:       m,
-		Logger:        logger.With("component", "deployer"),
-		SelfID:        selfContainerID(),
+	regClient := registry.New(registry.Config{
+		Keychain: keychain,
+		Metrics:  m,
+		Logger:   logger.With("component", "registry"),
 	})
+	dep, err := newDeployer(cfg, docker, regClient, keychain, st, m, logger)
+	if err != nil {
+		return err
+	}
 
 	// Webhook requests go through the poller (when polling is on) so that
 	// deliveries naming a target push its next registry check back.
@@ -134,11 +132,6 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		apiPoller api.Poller // stays a nil interface when polling is off
 	)
 	if cfg.PollInterval > 0 {
-		regClient := registry.New(registry.Config{
-			Keychain: keychain,
-			Metrics:  m,
-			Logger:   logger.With("component", "registry"),
-		})
 		poll = poller.New(poller.Config{
 			Interval: cfg.PollInterval,
 			Metrics:  m,
@@ -209,11 +202,6 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		memtrim.Run(workCtx, memtrim.Config{Busy: func() bool { return !dep.Idle() }}, logger.With("component", "memtrim"))
-	}()
 	for i, srv := range servers {
 		logger.Info("listening", "addr", listeners[i].Addr().String(), "version", version)
 		wg.Add(1)
@@ -249,6 +237,45 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	}
 	logger.Info("stopped")
 	return runErr
+}
+
+// newDeployer wires the deployer with its sources of targets (containers
+// first: a container keeps a name a service also has) and its strategies.
+func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keychain authn.Keychain,
+	st *store.Store, m *metrics.Metrics, logger *slog.Logger,
+) (*deployer.Deployer, error) {
+	scope := deploy.Scope(cfg.LabelFilter)
+	ccfg := containers.Config{
+		HealthTimeout: cfg.HealthTimeout,
+		SettleTime:    cfg.SettleTime,
+		Keychain:      keychain,
+		PruneImages:   cfg.PruneImages,
+		SelfID:        selfContainerID(),
+		Scope:         scope,
+		Logger:        logger.With("component", "containers"),
+	}
+	scfg := swarmsvc.Config{
+		SettleTime: cfg.SettleTime,
+		Keychain:   keychain,
+		Scope:      scope,
+		Logger:     logger.With("component", "swarm"),
+	}
+	return deployer.New(deployer.Config{
+		State: st,
+		Ping: func(ctx context.Context) error {
+			_, err := docker.Ping(ctx)
+			return err
+		},
+		Sources: []deployer.Source{containers.NewSource(docker, ccfg), swarmsvc.NewSource(docker, scfg)},
+		Strategies: map[string]deployer.Strategy{
+			containers.Name: containers.NewRecreate(docker, ccfg),
+			swarmsvc.Name:   swarmsvc.New(docker, reg, scfg),
+		},
+		Concurrency: cfg.Concurrency,
+		QueueSize:   cfg.QueueSize,
+		Metrics:     m,
+		Logger:      logger.With("component", "deployer"),
+	})
 }
 
 func newServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {

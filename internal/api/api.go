@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
-
 )
 
 // Prefix is the path every route of the handler lives under. Mount the

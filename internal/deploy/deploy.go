@@ -83,8 +83,20 @@ type Job struct {
 	RollbackDetail string    `json:"rollback_detail,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
 	StartedAt      time.Time `json:"started_at,omitzero"`
-	FinishedAt     time.Time `json:"finished_at,omitzero"`
+	// HealthyAt is when the new version passed its gate.
+	HealthyAt  time.Time `json:"healthy_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// ImageCreated is the deployed image's build time, when it is known.
+	ImageCreated time.Time `json:"image_created,omitzero"`
 }
+
+// Rollback reasons recorded on jobs and in the rollbacks metric.
+const (
+	ReasonUnhealthy   = "unhealthy"
+	ReasonExited      = "exited"
+	ReasonTimeout     = "timeout"
+	ReasonStartFailed = "start_failed"
+)
 
 // JobFilter selects jobs; zero values select everything.
 type JobFilter struct {

@@ -70,3 +70,31 @@ func ParseRef(ref string) (ImageRef, error) {
 	}
 	return r, nil
 }
+
+// RepoDigest picks the digest of ref's repository from an image's
+// RepoDigests ("repo@sha256:…"), preferring want when it is among them.
+func RepoDigest(repoDigests []string, ref ImageRef, want string) string {
+	var found string
+	for _, rd := range repoDigests {
+		repo, dg, ok := strings.Cut(rd, "@")
+		if !ok {
+			continue
+		}
+		r, err := ParseRef(repo)
+		if err != nil || r.Repository() != ref.Repository() {
+			continue
+		}
+		if want != "" && dg == want {
+			return dg
+		}
+		if found == "" {
+			found = dg
+		}
+	}
+	return found
+}
+
+// HasDigest reports whether digest is among ref's repository digests.
+func HasDigest(repoDigests []string, ref ImageRef, digest string) bool {
+	return digest != "" && RepoDigest(repoDigests, ref, digest) == digest
+}

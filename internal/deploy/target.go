@@ -1,6 +1,9 @@
 package deploy
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Labels hookd reads on containers and services. hookd never touches a
 // container or service that is not labelled LabelEnable=true.
@@ -49,4 +52,62 @@ type Target struct {
 // Matches reports whether the target follows ref's repository and tag.
 func (t Target) Matches(ref ImageRef) bool {
 	return t.Image == ref.Repository() && t.Tag == ref.Tag
+}
+
+// Suffixes of the names hookd gives containers during a swap: the new
+// version while it is created, the old one while the new one proves
+// itself, and a new version that failed its gate.
+const (
+	SuffixNew    = ".hookd-new"
+	SuffixOld    = ".hookd-old"
+	SuffixFailed = ".hookd-failed"
+)
+
+// Eligible applies the rules every part of hookd shares before it touches
+// a container: it opted in (LabelEnable=true), it is no Swarm task (the
+// service is the target), and it is not one of hookd's temporary names.
+func Eligible(name string, labels map[string]string) bool {
+	if labels[LabelEnable] != "true" {
+		return false
+	}
+	for k := range labels {
+		if strings.HasPrefix(k, "com.docker.swarm.") {
+			return false
+		}
+	}
+	for _, s := range []string{SuffixNew, SuffixOld, SuffixFailed} {
+		if strings.HasSuffix(name, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// Scope narrows the targets to containers and services that also carry a
+// label: "key=value" or "key". Several hookd (or test runs) can then share
+// one engine without touching each other's containers. The zero Scope
+// contains everything.
+type Scope string
+
+// Contains reports whether labels are in scope.
+func (s Scope) Contains(labels map[string]string) bool {
+	if s == "" {
+		return true
+	}
+	key, value, hasValue := strings.Cut(string(s), "=")
+	v, ok := labels[key]
+	return ok && (!hasValue || v == value)
+}
+
+// LabelDuration reads a Go duration from labels[key]: def when the label is
+// absent, def and false when it is not a positive duration.
+func LabelDuration(labels map[string]string, key string, def time.Duration) (time.Duration, bool) {
+	v, ok := labels[key]
+	if !ok {
+		return def, true
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d, true
+	}
+	return def, false
 }

@@ -3,13 +3,14 @@ package deployer
 import (
 	"context"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"net/http"
 	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
@@ -187,10 +188,10 @@ func BenchmarkRecreate(b *testing.B) {
 		Ports: map[string]string{dockertest.AppPort: plainPort}, Healthcheck: hc,
 	})
 	settle := time.Second
-	d := New(cli, Config{
+	d := rig{
 		LabelFilter: dockertest.LabelKey + "=" + dockertest.LabelValue(b),
 		Keychain:    staticKeychain{}, SettleTime: settle,
-	})
+	}.deployer(b, cli)
 	runCtx, stopRun := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() { ran <- d.Run(runCtx) }()

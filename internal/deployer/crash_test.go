@@ -3,15 +3,18 @@ package deployer
 import (
 	"context"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/and3rn3t/hookd/internal/deploy"
+
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/and3rn3t/hookd/internal/containers"
 	"github.com/and3rn3t/hookd/internal/dockertest"
 )
 
@@ -32,20 +35,20 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 		failedKept  bool          // <name>.hookd-failed exists after reconcile
 	}{
 		{point: "create:journal", want: deploy.StatusSucceeded},
-		{point: phaseCreate, want: deploy.StatusSucceeded},
-		{point: phaseStopOld + ":journal", want: deploy.StatusSucceeded},
-		{point: phaseStopOld, want: deploy.StatusSucceeded},
-		{point: phaseRenameOld, want: deploy.StatusSucceeded},
-		{point: phaseRenameNew, want: deploy.StatusSucceeded},
-		{point: phaseStartNew, want: deploy.StatusSucceeded},
-		{point: phaseHealth + ":journal", want: deploy.StatusSucceeded},
-		{point: phaseCleanup + ":journal", want: deploy.StatusSucceeded},
-		{point: phaseCleanup, want: deploy.StatusSucceeded},
-		{point: phaseRollback + ":journal", unhealthy: true, want: deploy.StatusRolledBack, failedKept: true},
-		{point: phaseRollback, unhealthy: true, want: deploy.StatusRolledBack, failedKept: true},
-		{point: phaseRenameOld, loseJournal: true},
-		{point: phaseRenameNew, loseJournal: true},
-		{point: phaseStartNew, loseJournal: true},
+		{point: containers.PhaseCreate, want: deploy.StatusSucceeded},
+		{point: containers.PhaseStopOld + ":journal", want: deploy.StatusSucceeded},
+		{point: containers.PhaseStopOld, want: deploy.StatusSucceeded},
+		{point: containers.PhaseRenameOld, want: deploy.StatusSucceeded},
+		{point: containers.PhaseRenameNew, want: deploy.StatusSucceeded},
+		{point: containers.PhaseStartNew, want: deploy.StatusSucceeded},
+		{point: containers.PhaseHealth + ":journal", want: deploy.StatusSucceeded},
+		{point: containers.PhaseCleanup + ":journal", want: deploy.StatusSucceeded},
+		{point: containers.PhaseCleanup, want: deploy.StatusSucceeded},
+		{point: containers.PhaseRollback + ":journal", unhealthy: true, want: deploy.StatusRolledBack, failedKept: true},
+		{point: containers.PhaseRollback, unhealthy: true, want: deploy.StatusRolledBack, failedKept: true},
+		{point: containers.PhaseRenameOld, loseJournal: true},
+		{point: containers.PhaseRenameNew, loseJournal: true},
+		{point: containers.PhaseStartNew, loseJournal: true},
 	}
 	for _, tt := range tests {
 		name := tt.point
@@ -64,18 +67,10 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 				Ports: map[string]string{dockertest.AppPort: ""}, RestartPolicy: "unless-stopped",
 			})
 			state := newMemState(100)
-			crashed := make(chan struct{})
-			var once sync.Once
-			cfg := Config{State: state, SettleTime: 500 * time.Millisecond, HealthTimeout: 5 * time.Second}
-			d1 := startDeployer(ctx, t, cli, cfg, func(d *Deployer) {
-				d.crashAfter = func(p string) bool {
-					if p != tt.point {
-						return false
-					}
-					once.Do(func() { close(crashed) })
-					return true
-				}
-			})
+			crashing := &crashingState{memState: state, point: tt.point, crashed: make(chan struct{})}
+			crashed := crashing.crashed
+			cfg := rig{State: crashing, SettleTime: 500 * time.Millisecond, HealthTimeout: 5 * time.Second}
+			d1 := startDeployer(ctx, t, cli, cfg)
 			waitTarget(ctx, t, d1.Deployer, target)
 			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", Unhealthy: tt.unhealthy})
 			jobs, err := d1.Submit(ctx, deploy.Request{Target: target})
@@ -98,7 +93,7 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			// Reconcile alone first, to see what it leaves before any job resumes.
 			rcfg := cfg
 			rcfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
-			if err := New(cli, rcfg).reconcile(ctx); err != nil {
+			if err := rcfg.deployer(t, cli).reconcile(ctx); err != nil {
 				t.Fatalf("reconcile: %v", err)
 			}
 			left := containersNamed(ctx, t, cli, target)
@@ -106,13 +101,13 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 			if !ok || c.State != container.StateRunning {
 				t.Errorf("after reconcile, %s = %+v (present %v), want running", target, c.State, ok)
 			}
-			for _, s := range []string{suffixNew, suffixOld} {
+			for _, s := range []string{deploy.SuffixNew, deploy.SuffixOld} {
 				if _, ok := left[target+s]; ok {
 					t.Errorf("after reconcile, %s still exists", target+s)
 				}
 			}
-			if _, ok := left[target+suffixFailed]; ok != tt.failedKept {
-				t.Errorf("after reconcile, %s exists = %v, want %v", target+suffixFailed, ok, tt.failedKept)
+			if _, ok := left[target+deploy.SuffixFailed]; ok != tt.failedKept {
+				t.Errorf("after reconcile, %s exists = %v, want %v", target+deploy.SuffixFailed, ok, tt.failedKept)
 			}
 			// A container reconcile (re)started needs a moment to listen.
 			addr := dockertest.HostPort(ctx, t, cli, target)
@@ -146,6 +141,55 @@ func TestIntegrationCrashAtEachStepReconciles(t *testing.T) {
 	}
 }
 
+// crashingState is a State whose journal stops the worker dead at point,
+// as if hookd had been killed there: nothing after it is cleaned up or
+// recorded. point is a journal phase ("create", …) to crash after the step
+// it names was taken, that is before the next entry is journalled or the
+// entry deleted; or phase+":journal" to crash once the entry is written,
+// before the step is taken.
+type crashingState struct {
+	*memState
+	point   string
+	crashed chan struct{}
+
+	mu   sync.Mutex
+	last string // the phase last journalled
+	once sync.Once
+}
+
+func (s *crashingState) PutStep(ctx context.Context, st deploy.Step) error {
+	s.mu.Lock()
+	prev := s.last
+	s.last = st.Phase
+	s.mu.Unlock()
+	if prev == s.point && st.Phase != prev {
+		s.crash()
+	}
+	if err := s.memState.PutStep(ctx, st); err != nil {
+		return err
+	}
+	if st.Phase+":journal" == s.point {
+		s.crash()
+	}
+	return nil
+}
+
+func (s *crashingState) DeleteStep(ctx context.Context, target string) error {
+	s.mu.Lock()
+	prev := s.last
+	s.mu.Unlock()
+	if prev == s.point {
+		s.crash()
+	}
+	return s.memState.DeleteStep(ctx, target)
+}
+
+// crash ends the calling goroutine, the worker, like a kill would.
+func (s *crashingState) crash() {
+	s.once.Do(func() { close(s.crashed) })
+	runtime.Goexit()
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -167,12 +211,12 @@ func TestIntegrationStaleJournalEntry(t *testing.T) {
 	})
 	state := newMemState(10)
 	gone := strings.Repeat("ab", 32)
-	if err := state.PutStep(ctx, deploy.Step{Target: target, JobID: "0000000000000001", Phase: phaseStartNew, OldID: gone, NewID: strings.Repeat("cd", 32)}); err != nil {
+	if err := state.PutStep(ctx, deploy.Step{Target: target, JobID: "0000000000000001", Phase: containers.PhaseStartNew, OldID: gone, NewID: strings.Repeat("cd", 32)}); err != nil {
 		t.Fatal(err)
 	}
-	d := startDeployer(ctx, t, cli, Config{State: state})
+	d := startDeployer(ctx, t, cli, rig{State: state})
 	if c := inspect(ctx, t, cli, target); c.ID != id || !c.State.Running {
-		t.Fatalf("reconcile touched the running container: %s running %v", shortID(c.ID), c.State.Running)
+		t.Fatalf("reconcile touched the running container: %s running %v", containers.ShortID(c.ID), c.State.Running)
 	}
 	if steps, _ := state.Steps(ctx); len(steps) != 0 {
 		t.Errorf("journal after reconcile = %+v, want empty", steps)

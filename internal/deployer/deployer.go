@@ -1,11 +1,15 @@
-// Package deployer turns deploy requests into running containers. It finds
-// the targets (running containers labelled hookd.enable=true and, on a Swarm
-// manager, services labelled so), queues requests per target, pulls the
-// image, recreates the container faithfully, gates the replacement on its
-// health, rolls back when it is not healthy, and after a crash reconciles any
-// half-done swap so that exactly one container runs under each target's
-// name. A service is deployed by pinning the new digest into its spec and
-// following Swarm's own rolling update and rollback (see service.go).
+// Package deployer turns deploy requests into deployed targets. It keeps
+// the targets (found by its Sources and kept current from their events), a
+// serial, coalescing queue per target, the workers, the job state machine
+// and the journal, and it publishes every job transition as an event. How
+// one kind of target is deployed, gated and rolled back is a Strategy's
+// business (package containers for containers, swarmsvc for Swarm
+// services), chosen per target; the deployer never calls the Engine API
+// itself beyond a ping.
+//
+// A request travels: Submit (match targets, apply the policy, persist,
+// queue) → a worker takes the target's job → runJob → the target's
+// Strategy.Deploy → final status saved and published.
 package deployer
 
 import (
@@ -14,158 +18,123 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
-	"io"
 	"io/fs"
 	"log/slog"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/docker/docker/api/types"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
-	"github.com/google/go-containerregistry/pkg/authn"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
+	"github.com/and3rn3t/hookd/internal/backoff"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/metrics"
-)
-
-// Docker is the part of the Engine API the deployer uses. *client.Client
-// satisfies it. The service and task calls are only made on a swarm
-// manager; elsewhere they fail with "not a swarm manager", which the
-// deployer takes as "no services".
-type Docker interface {
-	Ping(ctx context.Context) (types.Ping, error)
-	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
-	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
-	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
-	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
-	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
-	ContainerStop(ctx context.Context, containerID string, options container.StopOptions) error
-	ContainerRename(ctx context.Context, containerID, newContainerName string) error
-	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
-	ContainerUpdate(ctx context.Context, containerID string, updateConfig container.UpdateConfig) (container.UpdateResponse, error)
-	NetworkConnect(ctx context.Context, networkID, containerID string, config *network.EndpointSettings) error
-	ImagePull(ctx context.Context, ref string, options image.PullOptions) (io.ReadCloser, error)
-	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
-	ImageList(ctx context.Context, options image.ListOptions) ([]image.Summary, error)
-	ImageRemove(ctx context.Context, imageID string, options image.RemoveOptions) ([]image.DeleteResponse, error)
-	ServiceList(ctx context.Context, options swarm.ServiceListOptions) ([]swarm.Service, error)
-	ServiceInspectWithRaw(ctx context.Context, serviceID string, options swarm.ServiceInspectOptions) (swarm.Service, []byte, error)
-	ServiceUpdate(ctx context.Context, serviceID string, version swarm.Version, service swarm.ServiceSpec, options swarm.ServiceUpdateOptions) (swarm.ServiceUpdateResponse, error)
-	TaskList(ctx context.Context, options swarm.TaskListOptions) ([]swarm.Task, error)
-}
-
-var _ Docker = (*client.Client)(nil)
-
-// Suffixes of the names hookd gives containers during a swap.
-const (
-	suffixNew    = ".hookd-new"
-	suffixOld    = ".hookd-old"
-	suffixFailed = ".hookd-failed"
+	"github.com/and3rn3t/hookd/internal/strategy"
 )
 
 // State persists what the deployer must not lose: jobs (a queued job is a
-// pending request) and the recreate journal. The bbolt store implements it;
-// New uses an in-memory one when none is given.
+// pending request) and the journal. The bbolt store implements it.
 type State interface {
 	PutJob(ctx context.Context, j deploy.Job) error
 	// Jobs returns matching jobs, newest first.
 	Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, error)
-	// Job returns ErrJobNotFound when id is unknown.
+	// Job returns deploy.ErrJobNotFound when id is unknown.
 	Job(ctx context.Context, id string) (deploy.Job, error)
-	PutStep(ctx context.Context, s deploy.Step) error
-	Steps(ctx context.Context) ([]deploy.Step, error)
-	DeleteStep(ctx context.Context, target string) error
+	strategy.Journal
 }
 
-// Config tunes a Deployer. Zero values select the defaults.
+// Source finds the targets of one kind (containers, services).
+type Source interface {
+	Kind() string
+	// List returns every target of this kind.
+	List(ctx context.Context) ([]deploy.Target, error)
+	// Inspect reports whether idOrName is a target; one that is gone is not
+	// an error but no target.
+	Inspect(ctx context.Context, idOrName string) (deploy.Target, bool, error)
+	// Watch streams the ids of objects that may have changed until ctx is
+	// done or the stream fails (an error on the second channel).
+	Watch(ctx context.Context) (<-chan string, <-chan error)
+}
+
+// Strategy deploys, gates and rolls back one target (see package strategy).
+type Strategy interface {
+	Deploy(ctx context.Context, run *strategy.Run) strategy.Outcome
+}
+
+// Reconciler is a Strategy that settles at start-up what a crash left half
+// done. settle records what became of an interrupted job.
+type Reconciler interface {
+	Reconcile(ctx context.Context, j strategy.Journal, settle func(context.Context, deploy.Step, deploy.Status) error) error
+}
+
+// Config wires and tunes a Deployer. State, Ping and at least one Source
+// are required; zero values of the rest select the defaults.
 type Config struct {
-	// HealthTimeout bounds the wait for a healthcheck to pass (default 60s);
-	// the container label hookd.health-timeout (a Go duration) overrides it.
-	HealthTimeout time.Duration
-	// SettleTime is how long a new container must stay running, unrestarted,
-	// before it is trusted (default 5s); one with a healthcheck must also
-	// report healthy. The window catches a container that passes its first
-	// check and dies right after. It is also the Monitor period hookd sets
-	// on a Swarm service that has no update config of its own.
-	SettleTime time.Duration
+	State State
+	// Ping asks the engine whether it answers.
+	Ping func(context.Context) error
+	// Sources find the targets, in order of precedence: when two kinds
+	// have a target of the same name, the earlier source's keeps it.
+	Sources []Source
+	// Strategies by name (deploy.Target.Strategy).
+	Strategies map[string]Strategy
 	// Concurrency is how many targets deploy at once (default 1).
 	Concurrency int
 	// QueueSize bounds the queued jobs across targets (default 64).
 	QueueSize int
 	// DeployTimeout bounds one job, pull included (default 15m).
 	DeployTimeout time.Duration
-	// Keychain finds registry credentials; nil means authn.DefaultKeychain
-	// (DOCKER_CONFIG or ~/.docker/config.json and credential helpers).
-	Keychain authn.Keychain
-	// PruneImages removes images of a target's repository other than the
-	// new and the previous one after a successful deploy, never one in use.
-	PruneImages bool
-	// State persists jobs and the swap journal; nil keeps them in memory.
-	State State
 	// Metrics defaults to metrics.Discard().
 	Metrics *metrics.Metrics
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// SelfID is the id of hookd's own container, if it runs in one.
-	SelfID string
-	// LabelFilter, "key=value" or "key", narrows the targets to containers
-	// and services that also carry that label: several hookd (or test runs) can share one
-	// engine without touching each other's containers. Empty: no narrowing.
-	LabelFilter string
-
-	labelKey, labelValue string // LabelFilter split
-	labelHasValue        bool
 }
 
-// Deployer owns the queue and the workers. Create it with New and start it
-// with Run.
+// retry is how the deployer waits for an engine that does not answer, or
+// whose event stream broke.
+var retry = backoff.Policy{Base: 500 * time.Millisecond, Max: 30 * time.Second}
+
+// Deployer owns the targets, the queue and the workers. Create it with New
+// and start it with Run.
 type Deployer struct {
-	docker  Docker
 	cfg     Config
 	state   State
 	metrics *metrics.Metrics
 	log     *slog.Logger
+	events  bus
 
-	mu         sync.Mutex
-	targets    map[string]deploy.Target // by name
-	rolledBack map[string]string        // target → digest its last rollback left
-	discovered bool
-	started    bool
-	pending    map[string]*deploy.Job // target → its one queued job
-	order      []string               // targets with a pending job, oldest first
-	running    map[string]string
-	changed    chan struct{} // closed and replaced on every change
-	lastID     uint64
+	// submitMu orders the changes of the pending set that are persisted
+	// (Submit, resume, a worker taking a job), so that a job's record on
+	// disk and in the queue never disagree. It is held across disk writes;
+	// mu never is, so target look-ups and health answers never wait on the
+	// disk. Lock order: submitMu, then mu.
+	submitMu sync.Mutex
 
-	// crashAfter, set by tests, makes the worker stop dead after the named
-	// step as if hookd had been killed: nothing is cleaned up or recorded.
-	crashAfter func(phase string) bool
-	crashed    atomic.Bool
-
-	// Set once the reason this engine lists no services has been logged.
-	saidWorker, saidManagerDown atomic.Bool
+	mu          sync.Mutex
+	targets     map[string]deploy.Target // by name
+	rolledBack  map[string]string        // target → digest its last rollback left
+	lastWebhook map[string]time.Time     // target → when a delivery last asked for it
+	discovered  bool
+	started     bool
+	pending     map[string]*deploy.Job // target → its one queued job
+	order       []string               // targets with a pending job, oldest first
+	running     map[string]string
+	changed     chan struct{} // closed and replaced on every change
+	lastID      uint64
 
 	// denied is set while the engine's socket refuses hookd's user.
 	denied atomic.Bool
 }
 
-// New returns a Deployer that talks to docker. It does nothing until Run.
-func New(docker Docker, cfg Config) *Deployer {
-	if cfg.HealthTimeout <= 0 {
-		cfg.HealthTimeout = 60 * time.Second
-	}
-	if cfg.SettleTime <= 0 {
-		cfg.SettleTime = 5 * time.Second
+// New returns a Deployer. It does nothing until Run.
+func New(cfg Config) (*Deployer, error) {
+	switch {
+	case cfg.State == nil:
+		return nil, errors.New("deployer: no state")
+	case cfg.Ping == nil:
+		return nil, errors.New("deployer: no engine ping")
+	case len(cfg.Sources) == 0:
+		return nil, errors.New("deployer: no target sources")
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
@@ -176,31 +145,27 @@ func New(docker Docker, cfg Config) *Deployer {
 	if cfg.DeployTimeout <= 0 {
 		cfg.DeployTimeout = 15 * time.Minute
 	}
-	if cfg.Keychain == nil {
-		cfg.Keychain = authn.DefaultKeychain
-	}
-	if cfg.State == nil {
-		cfg.State = newMemState(defaultHistory)
-	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.labelKey, cfg.labelValue, cfg.labelHasValue = strings.Cut(cfg.LabelFilter, "=")
-	return &Deployer{
-		docker:     docker,
-		cfg:        cfg,
-		state:      cfg.State,
-		metrics:    cfg.Metrics,
-		log:        cfg.Logger,
-		targets:    make(map[string]deploy.Target),
-		rolledBack: make(map[string]string),
-		pending:    make(map[string]*deploy.Job),
-		running:    make(map[string]string),
-		changed:    make(chan struct{}),
+	d := &Deployer{
+		cfg:         cfg,
+		state:       cfg.State,
+		metrics:     cfg.Metrics,
+		log:         cfg.Logger,
+		targets:     make(map[string]deploy.Target),
+		rolledBack:  make(map[string]string),
+		lastWebhook: make(map[string]time.Time),
+		pending:     make(map[string]*deploy.Job),
+		running:     make(map[string]string),
+		changed:     make(chan struct{}),
 	}
+	d.events.dropped = cfg.Metrics.EventsDropped
+	d.events.observe(d.record)
+	return d, nil
 }
 
 // Targets returns the known targets sorted by name. It does not call Docker.
@@ -210,6 +175,7 @@ func (d *Deployer) Targets() []deploy.Target {
 	out := make([]deploy.Target, 0, len(d.targets))
 	for _, t := range d.targets {
 		t.RolledBack = d.rolledBack[t.Name]
+		t.LastWebhook = d.lastWebhook[t.Name]
 		out = append(out, t)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
@@ -220,12 +186,13 @@ func (d *Deployer) Targets() []deploy.Target {
 // It never waits for Docker: it matches against the known targets. A target
 // that already has a queued job gets no second one; the queued job takes the
 // newest request and is returned again. A request with neither Repository nor
-// Target matches every target.
+// Target matches every target. An unforced request for the digest whose
+// deploy a target rolled back gets a job that is refused at once.
 //
-// Submit returns ErrUnknownTarget when req.Target names no target,
-// ErrQueueFull when the queue has no room for the new jobs (none is queued
-// then), and an error when the jobs cannot be persisted. Returned jobs are
-// persisted before Submit returns.
+// Submit returns deploy.ErrUnknownTarget when req.Target names no target,
+// deploy.ErrQueueFull when the queue has no room for the new jobs (none is
+// queued then), and an error when the jobs cannot be persisted. Returned
+// jobs are persisted before Submit returns.
 func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
 	var want deploy.ImageRef
 	if req.Repository != "" {
@@ -245,77 +212,109 @@ func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job
 		req.ReceivedAt = time.Now()
 	}
 
+	d.submitMu.Lock()
+	defer d.submitMu.Unlock()
+
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	var names []string
+	var matched []deploy.Target
 	if req.Target != "" {
 		t, ok := d.targets[req.Target]
 		if !ok {
+			d.mu.Unlock()
 			return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
 		}
-		if req.Repository == "" || t.Image == want.Repository() && t.Tag == want.Tag {
-			names = append(names, t.Name)
+		if req.Repository == "" || t.Matches(want) {
+			matched = append(matched, t)
 		}
 	} else {
-		for name, t := range d.targets {
-			if req.Repository == "" || t.Image == want.Repository() && t.Tag == want.Tag {
-				names = append(names, name)
+		for _, t := range d.targets {
+			if req.Repository == "" || t.Matches(want) {
+				matched = append(matched, t)
 			}
 		}
 	}
-	sort.Strings(names)
+	sort.Slice(matched, func(a, b int) bool { return matched[a].Name < matched[b].Name })
 
+	jobs := make([]deploy.Job, 0, len(matched))
 	fresh := 0
-	for _, n := range names {
-		if d.pending[n] == nil {
-			fresh++
+	now := time.Now().UTC()
+	for _, t := range matched {
+		r := req
+		r.Target = t.Name
+		if why := d.refusalLocked(t.Name, req.Digest, req.Force); why != nil {
+			j := d.newJobLocked(t, r, now)
+			j.Status, j.Error, j.FinishedAt = deploy.StatusRefused, why.Error(), now
+			jobs = append(jobs, j)
+			continue
 		}
+		if p := d.pending[t.Name]; p != nil {
+			// Coalesce: the newest request wins, but a force is never lost.
+			j := p.Clone()
+			r.Force = r.Force || j.Request.Force
+			j.Request = r
+			jobs = append(jobs, j)
+			continue
+		}
+		fresh++
+		jobs = append(jobs, d.newJobLocked(t, r, now))
 	}
 	if len(d.pending)+fresh > d.cfg.QueueSize {
+		d.mu.Unlock()
 		return nil, deploy.ErrQueueFull
 	}
+	d.mu.Unlock()
 
-	jobs := make([]deploy.Job, 0, len(names))
-	for _, n := range names {
-		t := d.targets[n]
-		var j deploy.Job
-		if p := d.pending[n]; p != nil {
-			// Coalesce: the newest request wins, but a force is never lost.
-			j = *p
-			force := j.Request.Force || req.Force
-			j.Request = req
-			j.Request.Force = force
-			j.Request.Target = n
-		} else {
-			r := req
-			r.Target = n
-			j = deploy.Job{
-				ID:        d.newID(),
-				Target:    n,
-				Kind:      t.Kind,
-				Request:   r,
-				Image:     t.Ref.Repository() + ":" + t.Ref.Tag,
-				Status:    deploy.StatusQueued,
-				CreatedAt: time.Now().UTC(),
-			}
-		}
-		if err := d.state.PutJob(ctx, j); err != nil {
+	// Persist outside d.mu: the disk may be slow (an SD card). submitMu
+	// keeps any other change of the pending set out meanwhile.
+	saved := jobs[:0:0]
+	var err error
+	for _, j := range jobs {
+		if err = d.state.PutJob(ctx, j); err != nil {
 			// Jobs persisted before this one stay queued; a retried
 			// request coalesces into them.
-			d.metrics.QueuePending.Set(float64(len(d.pending)))
-			d.notifyLocked()
-			return nil, fmt.Errorf("submit %q: persist job: %w", n, err)
+			err = fmt.Errorf("submit %q: persist job: %w", j.Target, err)
+			break
 		}
-		if d.pending[n] == nil {
-			d.order = append(d.order, n)
+		saved = append(saved, j)
+	}
+
+	d.mu.Lock()
+	for _, j := range saved {
+		if j.Status == deploy.StatusQueued {
+			if d.pending[j.Target] == nil {
+				d.order = append(d.order, j.Target)
+			}
+			jc := j.Clone()
+			d.pending[j.Target] = &jc
 		}
-		jc := j.Clone()
-		d.pending[n] = &jc
-		jobs = append(jobs, j)
+		if err == nil && req.Trigger == deploy.TriggerWebhook {
+			d.lastWebhook[j.Target] = req.ReceivedAt
+		}
 	}
 	d.metrics.QueuePending.Set(float64(len(d.pending)))
 	d.notifyLocked()
+	d.mu.Unlock()
+
+	for _, j := range saved {
+		d.events.publish(string(j.Status), j)
+	}
+	if err != nil {
+		return nil, err
+	}
 	return jobs, nil
+}
+
+// newJobLocked returns a queued job of t for r. d.mu must be held.
+func (d *Deployer) newJobLocked(t deploy.Target, r deploy.Request, now time.Time) deploy.Job {
+	return deploy.Job{
+		ID:        d.newIDLocked(),
+		Target:    t.Name,
+		Kind:      t.Kind,
+		Request:   r,
+		Image:     t.Ref.Repository() + ":" + t.Ref.Tag,
+		Status:    deploy.StatusQueued,
+		CreatedAt: now,
+	}
 }
 
 // Jobs returns matching jobs, newest first.
@@ -327,7 +326,7 @@ func (d *Deployer) Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, 
 	return jobs, nil
 }
 
-// Job returns one job, or an error wrapping ErrJobNotFound.
+// Job returns one job, or an error wrapping deploy.ErrJobNotFound.
 func (d *Deployer) Job(ctx context.Context, id string) (deploy.Job, error) {
 	j, err := d.state.Job(ctx, id)
 	if err != nil {
@@ -358,6 +357,14 @@ func (d *Deployer) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
 	}
 }
 
+// Subscribe returns a channel of job events with room for buf of them, and
+// a function that ends the subscription. A subscriber that falls behind
+// loses events, counted under name in hookd_job_events_dropped_total; it
+// never slows a deploy.
+func (d *Deployer) Subscribe(name string, buf int) (<-chan deploy.Event, func()) {
+	return d.events.subscribe(name, buf)
+}
+
 // Ready returns nil when the engine answers a ping and the targets have
 // been discovered.
 func (d *Deployer) Ready(ctx context.Context) error {
@@ -370,13 +377,6 @@ func (d *Deployer) Ready(ctx context.Context) error {
 		return errors.New("targets not discovered yet")
 	}
 	return nil
-}
-
-// Idle reports whether no deploy is queued or running.
-func (d *Deployer) Idle() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.pending) == 0 && len(d.running) == 0
 }
 
 // ErrSocketDenied is Healthy's answer while the engine's socket refuses
@@ -398,7 +398,7 @@ func (d *Deployer) Healthy() error {
 // ping asks the engine whether it answers and notes whether its socket
 // refused hookd's user.
 func (d *Deployer) ping(ctx context.Context) error {
-	_, err := d.docker.Ping(ctx)
+	err := d.cfg.Ping(ctx)
 	denied := err != nil && errors.Is(err, fs.ErrPermission)
 	if d.denied.Swap(denied) != denied && denied {
 		d.log.Error(ErrSocketDenied.Error(), "err", err)
@@ -412,10 +412,16 @@ func (d *Deployer) notifyLocked() {
 	d.changed = make(chan struct{})
 }
 
-// newID returns a 16 hex digit id that sorts by creation time: 48 bits of
-// Unix milliseconds and 16 random bits, bumped past the last id so ids made
-// in one process are unique. d.mu must be held.
-func (d *Deployer) newID() string {
+func (d *Deployer) notify() {
+	d.mu.Lock()
+	d.notifyLocked()
+	d.mu.Unlock()
+}
+
+// newIDLocked returns a 16 hex digit id that sorts by creation time: 48
+// bits of Unix milliseconds and 16 random bits, bumped past the last id so
+// ids made in one process are unique. d.mu must be held.
+func (d *Deployer) newIDLocked() string {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	id := uint64(time.Now().UnixMilli())<<16 | uint64(binary.BigEndian.Uint16(b[:]))
@@ -432,15 +438,14 @@ func (d *Deployer) saveJob(ctx context.Context, j deploy.Job) {
 	if err := d.state.PutJob(context.WithoutCancel(ctx), j); err != nil {
 		d.log.Error("persist job failed", "job_id", j.ID, "target", j.Target, "err", err)
 	}
-	d.mu.Lock()
-	d.notifyLocked()
-	d.mu.Unlock()
+	d.notify()
 }
 
 // next blocks until a job for a target that is not being deployed is
 // pending, and marks the target running. It returns false when ctx is done.
 func (d *Deployer) next(ctx context.Context) (deploy.Job, bool) {
 	for {
+		d.submitMu.Lock()
 		d.mu.Lock()
 		for i, n := range d.order {
 			if _, busy := d.running[n]; busy {
@@ -452,10 +457,12 @@ func (d *Deployer) next(ctx context.Context) (deploy.Job, bool) {
 			d.running[n] = j.ID
 			d.metrics.QueuePending.Set(float64(len(d.pending)))
 			d.mu.Unlock()
+			d.submitMu.Unlock()
 			return j, true
 		}
 		ch := d.changed
 		d.mu.Unlock()
+		d.submitMu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -473,10 +480,10 @@ func (d *Deployer) done(target string) {
 }
 
 // Run reconciles what an earlier run left half done, resumes the jobs that
-// were queued or running, discovers the targets, follows Docker's event
-// stream to keep them current and works the queue. While the engine cannot
-// be reached it retries with backoff. Run returns nil once ctx is done and
-// the workers have finished or safely abandoned their current step.
+// were queued or running, discovers the targets, follows their events to
+// keep them current and works the queue. While the engine cannot be reached
+// it retries with backoff. Run returns nil once ctx is done and the workers
+// have finished or safely abandoned their current step.
 func (d *Deployer) Run(ctx context.Context) error {
 	d.mu.Lock()
 	if d.started {
@@ -486,8 +493,7 @@ func (d *Deployer) Run(ctx context.Context) error {
 	d.started = true
 	d.mu.Unlock()
 
-	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
-	for {
+	for failures := 1; ; failures++ {
 		err := d.startup(ctx)
 		if err == nil {
 			break
@@ -495,7 +501,7 @@ func (d *Deployer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		delay := bo.next()
+		delay := retry.Delay(failures, 0)
 		d.log.Warn("docker not ready, retrying", "err", err, "retry_in_seconds", delay.Seconds())
 		if !sleepCtx(ctx, delay) {
 			return nil
@@ -504,11 +510,7 @@ func (d *Deployer) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for range d.cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.work(ctx)
-		}()
+		wg.Go(func() { d.work(ctx) })
 	}
 	d.follow(ctx)
 	wg.Wait()
@@ -529,6 +531,24 @@ func (d *Deployer) startup(ctx context.Context) error {
 	return d.resume(ctx)
 }
 
+// reconcile lets every strategy that keeps a journal settle what a crash
+// left half done.
+func (d *Deployer) reconcile(ctx context.Context) error {
+	names := make([]string, 0, len(d.cfg.Strategies))
+	for n := range d.cfg.Strategies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if r, ok := d.cfg.Strategies[n].(Reconciler); ok {
+			if err := r.Reconcile(ctx, d.state, d.settle); err != nil {
+				return fmt.Errorf("reconcile %s: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
 // resume puts the jobs an earlier run left queued or running back in the
 // queue, one per target (the newest; older ones are marked superseded).
 func (d *Deployer) resume(ctx context.Context) error {
@@ -536,14 +556,16 @@ func (d *Deployer) resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resume jobs: %w", err)
 	}
+	d.submitMu.Lock()
+	defer d.submitMu.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	// Replayed oldest first, the finished jobs leave each target's
 	// rolled-back digest as the running deployer would have.
 	for i := len(jobs) - 1; i >= 0; i-- {
 		d.noteRollbackLocked(jobs[i])
 	}
 	// Jobs are newest first, so the first live job per target wins.
+	var changed []deploy.Job
 	for _, j := range jobs {
 		if j.Status.Final() {
 			continue
@@ -555,6 +577,7 @@ func (d *Deployer) resume(ctx context.Context) error {
 		} else if p == nil {
 			if j.Status == deploy.StatusRunning {
 				j.Status = deploy.StatusQueued
+				j.Stage = ""
 			}
 			jc := j
 			d.pending[j.Target] = &jc
@@ -562,13 +585,18 @@ func (d *Deployer) resume(ctx context.Context) error {
 		} else {
 			continue // submitted before Run; already queued
 		}
+		changed = append(changed, j)
+	}
+	d.metrics.QueuePending.Set(float64(len(d.pending)))
+	d.notifyLocked()
+	d.mu.Unlock()
+
+	for _, j := range changed {
 		if err := d.state.PutJob(ctx, j); err != nil {
 			return fmt.Errorf("resume job %s: %w", j.ID, err)
 		}
 		d.log.Info("job resumed", "job_id", j.ID, "target", j.Target, "status", string(j.Status))
 	}
-	d.metrics.QueuePending.Set(float64(len(d.pending)))
-	d.notifyLocked()
 	return nil
 }
 
@@ -580,27 +608,9 @@ func (d *Deployer) work(ctx context.Context) {
 			return
 		}
 		d.runJob(ctx, j)
-		if d.crashed.Load() {
-			return // "killed": leave everything as it is
-		}
 		d.done(j.Target)
 	}
 }
-
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(b.cur*2, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // sleepCtx waits d or until ctx is done; it reports whether d passed.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

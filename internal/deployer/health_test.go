@@ -37,7 +37,7 @@ func TestHealthyWhenSocketRefusesUser(t *testing.T) {
 	}
 	defer cli.Close()
 	var logs bytes.Buffer
-	d := New(cli, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := rig{Logger: slog.New(slog.NewTextHandler(&logs, nil))}.deployer(t, cli)
 	ctx := context.Background()
 
 	denied := &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}

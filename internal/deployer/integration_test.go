@@ -3,7 +3,6 @@ package deployer
 import (
 	"context"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/containers"
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -49,8 +51,8 @@ type runningDeployer struct {
 }
 
 // startDeployer runs a Deployer scoped to t's containers and waits until it
-// is ready. setup may change the Deployer before Run (test hooks).
-func startDeployer(ctx context.Context, t *testing.T, cli *client.Client, cfg Config, setup ...func(*Deployer)) runningDeployer {
+// is ready.
+func startDeployer(ctx context.Context, t *testing.T, cli *client.Client, cfg rig) runningDeployer {
 	t.Helper()
 	if cfg.LabelFilter == "" {
 		cfg.LabelFilter = dockertest.LabelKey + "=" + dockertest.LabelValue(t)
@@ -70,10 +72,7 @@ func startDeployer(ctx context.Context, t *testing.T, cli *client.Client, cfg Co
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	d := New(cli, cfg)
-	for _, f := range setup {
-		f(d)
-	}
+	d := cfg.deployer(t, cli)
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(runCtx) }()
@@ -251,7 +250,7 @@ func TestIntegrationDeployCarriesEverythingOver(t *testing.T) {
 	httpPut(ctx, t, "http://"+addr+"/file?path=/data/anon.txt", "anonymous data")
 	httpPut(ctx, t, "http://"+addr+"/file?path=/named/named.txt", "named data")
 
-	d := startDeployer(ctx, t, cli, Config{})
+	d := startDeployer(ctx, t, cli, rig{})
 	waitTarget(ctx, t, d.Deployer, name)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{
 		Version: "v2",
@@ -334,7 +333,7 @@ func TestIntegrationDeployCarriesEverythingOver(t *testing.T) {
 	}
 	tg := waitTarget(ctx, t, d.Deployer, name)
 	if tg.ID != c.ID {
-		t.Errorf("target id = %s, want the new container %s", shortID(tg.ID), shortID(c.ID))
+		t.Errorf("target id = %s, want the new container %s", containers.ShortID(tg.ID), containers.ShortID(c.ID))
 	}
 }
 
@@ -363,7 +362,7 @@ func TestIntegrationUpToDate(t *testing.T) {
 	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "same", Labels: enabled(nil),
 	})
-	d := startDeployer(ctx, t, cli, Config{})
+	d := startDeployer(ctx, t, cli, rig{})
 	waitTarget(ctx, t, d.Deployer, name)
 
 	tests := []struct {
@@ -381,7 +380,7 @@ func TestIntegrationUpToDate(t *testing.T) {
 				t.Errorf("job status = %s (error %q), want up_to_date", j.Status, j.Error)
 			}
 			if got := inspect(ctx, t, cli, name).ID; got != id {
-				t.Errorf("container id = %s, want unchanged %s", shortID(got), shortID(id))
+				t.Errorf("container id = %s, want unchanged %s", containers.ShortID(got), containers.ShortID(id))
 			}
 			pulled := false
 			for _, r := range reg.Requests() {
@@ -415,7 +414,7 @@ func TestIntegrationAttestationOnlyChangeIsUpToDate(t *testing.T) {
 	id, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "attest", Labels: enabled(nil),
 	})
-	d := startDeployer(ctx, t, cli, Config{})
+	d := startDeployer(ctx, t, cli, rig{})
 	waitTarget(ctx, t, d.Deployer, name)
 
 	// The rig rebuilds images on every push (new created time), so the
@@ -429,7 +428,7 @@ func TestIntegrationAttestationOnlyChangeIsUpToDate(t *testing.T) {
 		t.Errorf("job status = %s (error %q), want up_to_date: the platform image did not change", j.Status, j.Error)
 	}
 	if got := inspect(ctx, t, cli, name).ID; got != id {
-		t.Errorf("container id = %s, want unchanged", shortID(got))
+		t.Errorf("container id = %s, want unchanged", containers.ShortID(got))
 	}
 }
 
@@ -444,12 +443,12 @@ func TestIntegrationRollback(t *testing.T) {
 		reason     string
 		detailWant string
 	}{
-		{"unhealthy", dockertest.App{Version: "v3", Unhealthy: true}, ReasonUnhealthy, "unhealthy"},
-		{"crashing", dockertest.App{Version: "v3", Crash: true}, ReasonExited, "exit code 3"},
-		{"never healthy", dockertest.App{Version: "v3", SlowStart: time.Minute}, ReasonTimeout, "not healthy within 3s"},
+		{"unhealthy", dockertest.App{Version: "v3", Unhealthy: true}, deploy.ReasonUnhealthy, "unhealthy"},
+		{"crashing", dockertest.App{Version: "v3", Crash: true}, deploy.ReasonExited, "exit code 3"},
+		{"never healthy", dockertest.App{Version: "v3", SlowStart: time.Minute}, deploy.ReasonTimeout, "not healthy within 3s"},
 		// An image whose default command does not exist: the engine creates
 		// the container but cannot start it.
-		{"start fails", dockertest.App{Version: "v3", Cmd: []string{"/no-such-binary"}}, ReasonStartFailed, "/no-such-binary"},
+		{"start fails", dockertest.App{Version: "v3", Cmd: []string{"/no-such-binary"}}, deploy.ReasonStartFailed, "/no-such-binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -459,7 +458,7 @@ func TestIntegrationRollback(t *testing.T) {
 				Image: reg.Ref(repo, "latest"), Name: "rb", Labels: enabled(nil),
 				Ports: map[string]string{dockertest.AppPort: ""}, RestartPolicy: "always",
 			})
-			d := startDeployer(ctx, t, cli, Config{HealthTimeout: 3 * time.Second})
+			d := startDeployer(ctx, t, cli, rig{HealthTimeout: 3 * time.Second})
 			waitTarget(ctx, t, d.Deployer, name)
 			reg.PushApp(ctx, t, repo, "latest", tt.app)
 
@@ -472,15 +471,15 @@ func TestIntegrationRollback(t *testing.T) {
 			}
 			waitVersion(ctx, t, dockertest.HostPort(ctx, t, cli, name), "v2")
 			if got := inspect(ctx, t, cli, name).ID; got != oldID {
-				t.Errorf("container under %s = %s, want the old one %s back", name, shortID(got), shortID(oldID))
+				t.Errorf("container under %s = %s, want the old one %s back", name, containers.ShortID(got), containers.ShortID(oldID))
 			}
-			failed := inspect(ctx, t, cli, name+suffixFailed)
+			failed := inspect(ctx, t, cli, name+deploy.SuffixFailed)
 			if failed.State.Running || failed.HostConfig.RestartPolicy.Name != container.RestartPolicyDisabled {
-				t.Errorf("%s running, restart policy = %v, %q, want stopped, no", name+suffixFailed,
+				t.Errorf("%s running, restart policy = %v, %q, want stopped, no", name+deploy.SuffixFailed,
 					failed.State.Running, failed.HostConfig.RestartPolicy.Name)
 			}
 			if left := containersNamed(ctx, t, cli, name); len(left) != 2 {
-				t.Errorf("containers named %s* = %v, want %s and %s", name, keys(left), name, name+suffixFailed)
+				t.Errorf("containers named %s* = %v, want %s and %s", name, keys(left), name, name+deploy.SuffixFailed)
 			}
 			if got := testutilCounter(d.metrics.Rollbacks, name, tt.reason); got != 1 {
 				t.Errorf("rollbacks{%s} = %v, want 1", tt.reason, got)
@@ -539,7 +538,7 @@ func TestIntegrationPullFailureLeavesTargetUntouched(t *testing.T) {
 				Image: reg.Ref(repo, tag), Name: "pullfail", Labels: enabled(nil), RegistryAuth: auth,
 				Ports: map[string]string{dockertest.AppPort: ""},
 			})
-			d := startDeployer(ctx, t, cli, Config{Keychain: tt.kc})
+			d := startDeployer(ctx, t, cli, rig{Keychain: tt.kc})
 			waitTarget(ctx, t, d.Deployer, name)
 			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 			if tt.breakIt != nil {
@@ -555,7 +554,7 @@ func TestIntegrationPullFailureLeavesTargetUntouched(t *testing.T) {
 			}
 			c := inspect(ctx, t, cli, name)
 			if c.ID != id || !c.State.Running {
-				t.Errorf("container %s = %s running %v, want untouched %s running", name, shortID(c.ID), c.State.Running, shortID(id))
+				t.Errorf("container %s = %s running %v, want untouched %s running", name, containers.ShortID(c.ID), c.State.Running, containers.ShortID(id))
 			}
 			if v, err := dockertest.Version(ctx, dockertest.HostPort(ctx, t, cli, name)); err != nil || v != "v1" {
 				t.Errorf("service answers %q, %v, want v1", v, err)
@@ -577,7 +576,7 @@ func TestIntegrationBearerCredentialsFromKeychain(t *testing.T) {
 		Image: reg.Ref(repo, "latest"), Name: "private", Labels: enabled(nil),
 		RegistryAuth: reg.RegistryAuth("bot", "right"), Ports: map[string]string{dockertest.AppPort: ""},
 	})
-	d := startDeployer(ctx, t, cli, Config{Keychain: staticKeychain{"bot", "right"}})
+	d := startDeployer(ctx, t, cli, rig{Keychain: staticKeychain{"bot", "right"}})
 	waitTarget(ctx, t, d.Deployer, name)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 	j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
@@ -598,7 +597,7 @@ func TestIntegrationCoalescesDuringSlowDeploy(t *testing.T) {
 	_, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "slow", Labels: enabled(nil),
 	})
-	d := startDeployer(ctx, t, cli, Config{})
+	d := startDeployer(ctx, t, cli, rig{})
 	waitTarget(ctx, t, d.Deployer, name)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", SlowStart: 2 * time.Second})
 
@@ -662,7 +661,7 @@ func TestIntegrationUnlabelledUntouched(t *testing.T) {
 	_, on := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
 		Image: reg.Ref(repo, "latest"), Name: "on", Labels: enabled(nil),
 	})
-	d := startDeployer(ctx, t, cli, Config{})
+	d := startDeployer(ctx, t, cli, rig{})
 	waitTarget(ctx, t, d.Deployer, on)
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 
@@ -679,7 +678,7 @@ func TestIntegrationUnlabelledUntouched(t *testing.T) {
 	for n, id := range map[string]string{plain: plainID, off: offID} {
 		c := inspect(ctx, t, cli, n)
 		if c.ID != id || !c.State.Running {
-			t.Errorf("unlabelled %s = %s running %v, want untouched", n, shortID(c.ID), c.State.Running)
+			t.Errorf("unlabelled %s = %s running %v, want untouched", n, containers.ShortID(c.ID), c.State.Running)
 		}
 	}
 }
@@ -705,7 +704,7 @@ func TestIntegrationRefusals(t *testing.T) {
 		Image: reg.Ref(repo, "latest"), Name: "sidecar", NetworkMode: "container:" + host,
 		Cmd: []string{"/app", "health"}, RestartPolicy: "no",
 	})
-	d := startDeployer(ctx, t, cli, Config{SelfID: selfID[:12]})
+	d := startDeployer(ctx, t, cli, rig{SelfID: selfID[:12]})
 	for _, n := range []string{rm, self, host} {
 		waitTarget(ctx, t, d.Deployer, n)
 	}
@@ -724,7 +723,7 @@ func TestIntegrationRefusals(t *testing.T) {
 			t.Errorf("deploy %s = %s %q, want failed with %q", tt.target, j.Status, j.Error, tt.want)
 		}
 		if c := inspect(ctx, t, cli, tt.target); c.ID != tt.id || !c.State.Running {
-			t.Errorf("%s = %s running %v, want untouched", tt.target, shortID(c.ID), c.State.Running)
+			t.Errorf("%s = %s running %v, want untouched", tt.target, containers.ShortID(c.ID), c.State.Running)
 		}
 	}
 }
@@ -781,7 +780,7 @@ func TestIntegrationNetworkModes(t *testing.T) {
 			if addr != "" {
 				waitVersion(ctx, t, addr, "v1")
 			}
-			d := startDeployer(ctx, t, cli, Config{})
+			d := startDeployer(ctx, t, cli, rig{})
 			waitTarget(ctx, t, d.Deployer, name)
 			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 			j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
@@ -804,7 +803,7 @@ func TestIntegrationDiscoversTargetsStartedLater(t *testing.T) {
 	reg := dockertest.NewRegistry(t)
 	const repo = "hookd/later"
 	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
-	d := startDeployer(ctx, t, cli, Config{})
+	d := startDeployer(ctx, t, cli, rig{})
 	if n := len(d.Targets()); n != 0 {
 		t.Fatalf("targets before any container = %d, want 0", n)
 	}
@@ -813,7 +812,7 @@ func TestIntegrationDiscoversTargetsStartedLater(t *testing.T) {
 	})
 	tg := waitTarget(ctx, t, d.Deployer, name)
 	if tg.ID != id || tg.Image != reg.Host+"/"+repo || tg.Tag != "latest" || tg.Digest == "" {
-		t.Errorf("target = %+v, want id %s, image %s, tag latest, a digest", tg, shortID(id), reg.Host+"/"+repo)
+		t.Errorf("target = %+v, want id %s, image %s, tag latest, a digest", tg, containers.ShortID(id), reg.Host+"/"+repo)
 	}
 	if err := cli.ContainerStop(ctx, id, container.StopOptions{}); err != nil {
 		t.Fatal(err)
@@ -884,7 +883,7 @@ func TestIntegrationPruneImages(t *testing.T) {
 	v1 := inspect(ctx, t, cli, id).Image
 	// Another container still uses v1: it must never be pruned.
 	dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{Image: v1, Name: "keeper"})
-	d := startDeployer(ctx, t, cli, Config{PruneImages: true})
+	d := startDeployer(ctx, t, cli, rig{PruneImages: true})
 	waitTarget(ctx, t, d.Deployer, name)
 
 	ids := map[string]string{"v1": v1}

@@ -2,9 +2,10 @@ package deployer
 
 import (
 	"context"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +29,7 @@ func TestIntegrationDeployMetrics(t *testing.T) {
 	})
 	promReg := prometheus.NewRegistry()
 	m := metrics.New(promReg, metrics.BuildInfo{})
-	d := startDeployer(ctx, t, cli, Config{Metrics: m})
+	d := startDeployer(ctx, t, cli, rig{Metrics: m})
 	waitTarget(ctx, t, d.Deployer, name)
 
 	image := reg.Host + "/" + repo

@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,15 @@ import (
 // queue never calls Docker, so no engine is needed.
 func queueDeployer(t *testing.T, cfg Config, targets ...string) *Deployer {
 	t.Helper()
-	d := New(nil, cfg)
+	if cfg.State == nil {
+		cfg.State = newMemState(0)
+	}
+	cfg.Ping = func(context.Context) error { return errors.New("no engine in this test") }
+	cfg.Sources = []Source{noSource{}}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range targets {
 		ref, err := deploy.ParseRef("ghcr.io/acme/" + n + ":latest")
 		if err != nil {
@@ -33,6 +42,16 @@ func queueDeployer(t *testing.T, cfg Config, targets ...string) *Deployer {
 	}
 	return d
 }
+
+// noSource finds no targets; queue tests set them directly.
+type noSource struct{}
+
+func (noSource) Kind() string                                  { return deploy.KindContainer }
+func (noSource) List(context.Context) ([]deploy.Target, error) { return nil, nil }
+func (noSource) Inspect(context.Context, string) (deploy.Target, bool, error) {
+	return deploy.Target{}, false, nil
+}
+func (noSource) Watch(ctx context.Context) (<-chan string, <-chan error) { return nil, nil }
 
 func TestSubmitMatchesRepositoryAndTag(t *testing.T) {
 	d := queueDeployer(t, Config{}, "api", "web")
@@ -153,28 +172,6 @@ func TestNextSkipsBusyTargetsAndKeepsOrder(t *testing.T) {
 
 // TestIdleWhileNothingQueuedOrRunning: hookd trims its memory only when the
 // deployer is idle, so a queued or running job must count as busy.
-func TestIdleWhileNothingQueuedOrRunning(t *testing.T) {
-	d := queueDeployer(t, Config{}, "a")
-	ctx := context.Background()
-	if !d.Idle() {
-		t.Fatal("Idle() = false with no job, want true")
-	}
-	if _, err := d.Submit(ctx, deploy.Request{Target: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	if d.Idle() {
-		t.Error("Idle() = true with a job queued, want false")
-	}
-	d.next(ctx)
-	if d.Idle() {
-		t.Error("Idle() = true with a job running, want false")
-	}
-	d.done("a")
-	if !d.Idle() {
-		t.Error("Idle() = false after the job is done, want true")
-	}
-}
-
 func TestSubmitQueueFull(t *testing.T) {
 	d := queueDeployer(t, Config{QueueSize: 2}, "a", "b", "c")
 	ctx := context.Background()
@@ -303,39 +300,11 @@ func TestJobIDsUniqueAndSorted(t *testing.T) {
 	d := queueDeployer(t, Config{})
 	prev := ""
 	for range 1000 {
-		id := d.newID()
+		id := d.newIDLocked()
 		if len(id) != 16 || id <= prev {
 			t.Fatalf("newID() = %q after %q, want 16 hex digits, increasing", id, prev)
 		}
 		prev = id
-	}
-}
-
-func TestMemStateBoundsHistory(t *testing.T) {
-	ctx := context.Background()
-	st := newMemState(3)
-	base := time.Now()
-	for i := range 6 {
-		status := deploy.StatusSucceeded
-		if i == 0 {
-			status = deploy.StatusQueued // live: never dropped
-		}
-		j := deploy.Job{ID: string(rune('a' + i)), Target: "web", Status: status, CreatedAt: base.Add(time.Duration(i) * time.Second)}
-		if err := st.PutJob(ctx, j); err != nil {
-			t.Fatal(err)
-		}
-	}
-	jobs, _ := st.Jobs(ctx, deploy.JobFilter{Target: "web"})
-	var ids string
-	for _, j := range jobs {
-		ids += j.ID
-	}
-	if ids != "fea" {
-		t.Errorf("kept jobs (newest first) = %q, want %q", ids, "fea")
-	}
-	limited, _ := st.Jobs(ctx, deploy.JobFilter{Limit: 1})
-	if len(limited) != 1 || limited[0].ID != "f" {
-		t.Errorf("Jobs(limit 1) = %v, want [f]", limited)
 	}
 }
 
@@ -346,7 +315,7 @@ func TestRunRetriesWhileDockerIsUnreachable(t *testing.T) {
 	}
 	defer cli.Close()
 	var logs syncBuffer
-	d := New(cli, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := rig{Logger: slog.New(slog.NewTextHandler(&logs, nil))}.deployer(t, cli)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -390,4 +359,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestSubmitServiceJobKind(t *testing.T) {
+	d := queueDeployer(t, Config{}, "web")
+	ref, _ := deploy.ParseRef("ghcr.io/acme/api:latest")
+	d.targets["api"] = deploy.Target{Name: "api", ID: "svc-id", Kind: deploy.KindService, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
+	jobs, err := d.Submit(context.Background(), deploy.Request{Repository: "ghcr.io/acme/api", Trigger: deploy.TriggerWebhook})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Submit() = %v, %v, want one job", jobs, err)
+	}
+	if jobs[0].Target != "api" || jobs[0].Kind != deploy.KindService || jobs[0].Image != "ghcr.io/acme/api:latest" {
+		t.Errorf("job = %+v, want a service job for api on ghcr.io/acme/api:latest", jobs[0])
+	}
 }

@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/containers"
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -184,10 +186,10 @@ func TestIntegrationSwarmService(t *testing.T) {
 		})
 		waitVersion(ctx, t, addr, "v1")
 		promReg := prometheus.NewRegistry()
-		d := startDeployer(ctx, t, cli, Config{Metrics: metrics.New(promReg, metrics.BuildInfo{})})
+		d := startDeployer(ctx, t, cli, rig{Metrics: metrics.New(promReg, metrics.BuildInfo{})})
 		tg := waitTarget(ctx, t, d.Deployer, name)
 		if tg.Kind != deploy.KindService || tg.ID != id || tg.Image != reg.Host+"/"+repo || tg.Tag != "latest" || tg.Digest != d1 || tg.ImageID != "" {
-			t.Errorf("target = %+v, want service %s following %s/%s:latest pinned to %s, no image id", tg, shortID(id), reg.Host, repo, d1)
+			t.Errorf("target = %+v, want service %s following %s/%s:latest pinned to %s, no image id", tg, containers.ShortID(id), reg.Host, repo, d1)
 		}
 
 		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
@@ -253,13 +255,13 @@ func TestIntegrationSwarmService(t *testing.T) {
 			name: "rb", image: reg.Ref(repo, "latest"), labels: enabled(nil), publish: true, update: own,
 		})
 		waitVersion(ctx, t, addr, "v2")
-		d := startDeployer(ctx, t, cli, Config{})
+		d := startDeployer(ctx, t, cli, rig{})
 		waitTarget(ctx, t, d.Deployer, name)
 		d3 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v3", Unhealthy: true})
 
 		j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo, Trigger: deploy.TriggerWebhook})
 		s := inspectService(ctx, t, cli, id)
-		if j.Status != deploy.StatusRolledBack || j.RollbackReason != ReasonUnhealthy {
+		if j.Status != deploy.StatusRolledBack || j.RollbackReason != deploy.ReasonUnhealthy {
 			t.Fatalf("job status, reason = %s, %q (error %q, detail %q), want rolled_back, unhealthy", j.Status, j.RollbackReason, j.Error, j.RollbackDetail)
 		}
 		if s.UpdateStatus == nil || s.UpdateStatus.State != swarm.UpdateStateRollbackCompleted {
@@ -279,7 +281,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		}
 		runningTask(ctx, t, cli, id)
 		waitVersion(ctx, t, addr, "v2")
-		if got := testutilCounter(d.metrics.Rollbacks, name, ReasonUnhealthy); got != 1 {
+		if got := testutilCounter(d.metrics.Rollbacks, name, deploy.ReasonUnhealthy); got != 1 {
 			t.Errorf("rollbacks{unhealthy} = %v, want 1", got)
 		}
 	})
@@ -302,7 +304,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		onTask := runningTask(ctx, t, cli, onID)
 		offBefore := inspectService(ctx, t, cli, offID)
 
-		d := startDeployer(ctx, t, cli, Config{})
+		d := startDeployer(ctx, t, cli, rig{})
 		waitTarget(ctx, t, d.Deployer, on)
 		if got := d.Targets(); len(got) != 1 {
 			t.Errorf("targets = %+v, want only service %s (task containers are never targets)", got, on)
@@ -366,7 +368,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			name: "private", image: reg.Ref(repo, "latest") + "@" + d1, labels: enabled(nil), publish: true, update: own,
 		})
 		waitVersion(ctx, t, addr, "v1")
-		d := startDeployer(ctx, t, cli, Config{Keychain: staticKeychain{"bot", "right"}})
+		d := startDeployer(ctx, t, cli, rig{Keychain: staticKeychain{"bot", "right"}})
 		waitTarget(ctx, t, d.Deployer, name)
 		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 		reg.ResetRequests()
@@ -400,7 +402,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			name: "restart", image: reg.Ref(repo, "latest"), labels: enabled(nil), publish: true, update: own,
 		})
 		state := newMemState(0)
-		a := startDeployer(ctx, t, cli, Config{State: state})
+		a := startDeployer(ctx, t, cli, rig{State: state})
 		waitTarget(ctx, t, a.Deployer, name)
 		d2 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
 		jobs, err := a.Submit(ctx, deploy.Request{Target: name, Trigger: deploy.TriggerWebhook})
@@ -421,7 +423,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			t.Fatalf("job after shutdown mid-rollout = %s (error %q), want queued", j.Status, j.Error)
 		}
 
-		b := startDeployer(ctx, t, cli, Config{State: state})
+		b := startDeployer(ctx, t, cli, rig{State: state})
 		wctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		j, err := b.WaitJob(wctx, jobs[0].ID)
@@ -429,7 +431,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 			t.Fatalf("resumed job = %s %q, %v, want succeeded (the rollout under way followed to its end)", j.Status, j.Error, err)
 		}
 		us := inspectService(ctx, t, cli, id).UpdateStatus
-		if us == nil || us.State != swarm.UpdateStateCompleted || !sameTime(us.StartedAt, started) {
+		if us == nil || us.State != swarm.UpdateStateCompleted || us.StartedAt == nil || started == nil || !us.StartedAt.Equal(*started) {
 			t.Errorf("update status = %+v, want the one update started at %v, completed (no second update issued)", us, started)
 		}
 		if j.DigestBefore != d1 || j.DigestAfter != d2 {
@@ -443,7 +445,7 @@ func TestIntegrationSwarmService(t *testing.T) {
 		reg := dockertest.NewRegistry(t)
 		const repo = "hookd/swarm-events"
 		d1 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
-		d := startDeployer(ctx, t, cli, Config{})
+		d := startDeployer(ctx, t, cli, rig{})
 		id, name, _ := createService(ctx, t, cli, serviceOptions{name: "later", image: reg.Ref(repo, "latest"), labels: enabled(nil)})
 		if tg := waitTarget(ctx, t, d.Deployer, name); tg.Kind != deploy.KindService || tg.Digest != d1 {
 			t.Errorf("target = %+v, want service pinned to %s", tg, d1)

@@ -2,73 +2,49 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
-	"strings"
-	"time"
+	"sync"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
-// labelFilters select the containers that opted in (and are in scope).
-func (d *Deployer) labelFilters(more ...filters.KeyValuePair) filters.Args {
-	args := filters.NewArgs(filters.Arg("label", deploy.LabelEnable+"=true"))
-	if d.cfg.labelKey != "" {
-		args.Add("label", d.cfg.LabelFilter)
+// rank is a kind's precedence: the index of its source. When two kinds have
+// a target of the same name, the lower rank keeps it.
+func (d *Deployer) rank(kind string) int {
+	for i, s := range d.cfg.Sources {
+		if s.Kind() == kind {
+			return i
+		}
 	}
-	for _, kv := range more {
-		args.Add(kv.Key, kv.Value)
-	}
-	return args
+	return len(d.cfg.Sources)
 }
 
-// inScope applies Config.LabelFilter.
-func (d *Deployer) inScope(labels map[string]string) bool {
-	if d.cfg.labelKey == "" {
-		return true
+func (d *Deployer) source(kind string) Source {
+	for _, s := range d.cfg.Sources {
+		if s.Kind() == kind {
+			return s
+		}
 	}
-	v, ok := labels[d.cfg.labelKey]
-	if !ok {
-		return false
-	}
-	return !d.cfg.labelHasValue || v == d.cfg.labelValue
+	return nil
 }
 
-// relist rebuilds the target set from a full container list and, on a
-// swarm manager, the service list.
+// relist rebuilds the target set from every source.
 func (d *Deployer) relist(ctx context.Context) error {
-	list, err := d.docker.ContainerList(ctx, container.ListOptions{
-		Filters: d.labelFilters(filters.Arg("status", "running")),
-	})
-	if err != nil {
-		return fmt.Errorf("list containers: %w", err)
-	}
-	fresh := make(map[string]deploy.Target, len(list))
-	for _, c := range list {
-		t, ok, err := d.inspectTarget(ctx, c.ID)
+	fresh := make(map[string]deploy.Target)
+	for _, src := range d.cfg.Sources {
+		list, err := src.List(ctx)
 		if err != nil {
-			if cerrdefs.IsNotFound(err) {
-				continue // gone since the list
-			}
 			return err
 		}
-		if ok {
+		for _, t := range list {
+			if old, taken := fresh[t.Name]; taken {
+				d.log.Warn("target ignored: another kind of target has the same name",
+					"target", t.Name, "kind", t.Kind, "kept", old.Kind)
+				continue
+			}
 			fresh[t.Name] = t
 		}
-	}
-	services, err := d.listServices(ctx)
-	if err != nil {
-		return err
-	}
-	for _, t := range services {
-		if _, taken := fresh[t.Name]; taken {
-			d.log.Warn("service ignored: a container target has the same name", "target", t.Name)
-			continue
-		}
-		fresh[t.Name] = t
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -90,19 +66,24 @@ func (d *Deployer) relist(ctx context.Context) error {
 	return nil
 }
 
-// refresh updates the target set for one container after an event.
-func (d *Deployer) refresh(ctx context.Context, idOrName string) {
-	t, ok, err := d.inspectTarget(ctx, idOrName)
-	if err != nil && !cerrdefs.IsNotFound(err) {
+// refresh updates the target set for one object of kind after an event or
+// a deploy.
+func (d *Deployer) refresh(ctx context.Context, kind, idOrName string) {
+	src := d.source(kind)
+	if src == nil {
+		return
+	}
+	t, ok, err := src.Inspect(ctx, idOrName)
+	if err != nil {
 		if ctx.Err() == nil {
-			d.log.Warn("refresh target failed", "container", idOrName, "err", err)
+			d.log.Warn("refresh target failed", "kind", kind, "id", idOrName, "err", err)
 		}
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name, old := range d.targets {
-		if old.Kind == deploy.KindService || old.ID != idOrName && old.ID != t.ID && name != idOrName {
+		if old.Kind != kind || old.ID != idOrName && old.ID != t.ID && name != idOrName {
 			continue
 		}
 		if ok && name == t.Name {
@@ -114,14 +95,18 @@ func (d *Deployer) refresh(ctx context.Context, idOrName string) {
 		d.dropTargetLocked(old)
 		delete(d.targets, name)
 	}
-	if ok {
-		if old, taken := d.targets[t.Name]; taken && old.Kind == deploy.KindService {
-			// As in relist: the container keeps the name.
-			d.log.Warn("service ignored: a container target has the same name", "target", t.Name)
-		}
-		d.putTargetLocked(t)
-		d.targets[t.Name] = t
+	if !ok {
+		return
 	}
+	if old, taken := d.targets[t.Name]; taken && old.Kind != kind {
+		if d.rank(old.Kind) < d.rank(kind) {
+			d.log.Warn("target ignored: another kind of target has the same name", "target", t.Name, "kind", kind, "kept", old.Kind)
+			return
+		}
+		d.log.Warn("target ignored: another kind of target has the same name", "target", t.Name, "kind", old.Kind, "kept", kind)
+	}
+	d.putTargetLocked(t)
+	d.targets[t.Name] = t
 }
 
 func (d *Deployer) putTargetLocked(t deploy.Target) {
@@ -136,121 +121,25 @@ func (d *Deployer) dropTargetLocked(t deploy.Target) {
 	d.log.Info("target gone", "target", t.Name)
 }
 
-// inspectTarget reports whether a container is a target: running, opted in,
-// not a swarm task, not one of hookd's own temporary names, and following a
-// tag (a container pinned to a digest has nothing to follow).
-func (d *Deployer) inspectTarget(ctx context.Context, idOrName string) (deploy.Target, bool, error) {
-	c, err := d.docker.ContainerInspect(ctx, idOrName)
-	if err != nil {
-		return deploy.Target{}, false, fmt.Errorf("inspect container %s: %w", idOrName, err)
-	}
-	t := deploy.Target{ID: c.ID, Kind: deploy.KindContainer}
-	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil {
-		return t, false, nil
-	}
-	t.Name = strings.TrimPrefix(c.Name, "/")
-	if !c.State.Running || !eligible(t.Name, c.Config.Labels) || !d.inScope(c.Config.Labels) {
-		return t, false, nil
-	}
-	ref, err := deploy.ParseRef(c.Config.Image)
-	if err != nil || ref.Digest != "" || strings.HasPrefix(c.Config.Image, "sha256:") {
-		return t, false, nil
-	}
-	t.Ref, t.Image, t.Tag, t.ImageID = ref, ref.Repository(), ref.Tag, c.Image
-	t.HealthTimeout = d.healthTimeout(c.Config.Labels)
-	if img, err := d.docker.ImageInspect(ctx, c.Image); err == nil {
-		t.Digest = repoDigest(img.RepoDigests, ref, "")
-	}
-	return t, true, nil
-}
-
-// eligible applies the label and name rules shared by discovery and the
-// worker: hookd only ever touches a container that opted in.
-func eligible(name string, labels map[string]string) bool {
-	if labels[deploy.LabelEnable] != "true" {
-		return false
-	}
-	for k := range labels {
-		if strings.HasPrefix(k, "com.docker.swarm.") {
-			return false
-		}
-	}
-	for _, s := range []string{suffixNew, suffixOld, suffixFailed} {
-		if strings.HasSuffix(name, s) {
-			return false
-		}
-	}
-	return true
-}
-
-func (d *Deployer) healthTimeout(labels map[string]string) time.Duration {
-	if v, ok := labels[deploy.LabelHealthTimeout]; ok {
-		if t, err := time.ParseDuration(v); err == nil && t > 0 {
-			return t
-		}
-		d.log.Warn("invalid health timeout label ignored", "label", deploy.LabelHealthTimeout, "value", v)
-	}
-	return d.cfg.HealthTimeout
-}
-
-// repoDigest picks the digest of ref's repository from an image's
-// RepoDigests ("repo@sha256:…"), preferring want when it is among them.
-func repoDigest(repoDigests []string, ref deploy.ImageRef, want string) string {
-	var found string
-	for _, rd := range repoDigests {
-		repo, dg, ok := strings.Cut(rd, "@")
-		if !ok {
-			continue
-		}
-		r, err := deploy.ParseRef(repo)
-		if err != nil || r.Repository() != ref.Repository() {
-			continue
-		}
-		if want != "" && dg == want {
-			return dg
-		}
-		if found == "" {
-			found = dg
-		}
-	}
-	return found
-}
-
-// hasDigest reports whether digest is among ref's repository digests.
-func hasDigest(repoDigests []string, ref deploy.ImageRef, digest string) bool {
-	return digest != "" && repoDigest(repoDigests, ref, digest) == digest
-}
-
-// follow keeps the target set current from the event streams until ctx is
-// done, re-subscribing with backoff and relisting after every gap.
+// follow keeps the target set current from the sources' event streams until
+// ctx is done, re-subscribing with backoff and relisting after every gap.
 func (d *Deployer) follow(ctx context.Context) {
-	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
+	failures := 0
 	for ctx.Err() == nil {
 		evCtx, cancel := context.WithCancel(ctx)
-		var s streams
-		s.containers, s.containerErrs = d.docker.Events(evCtx, events.ListOptions{Filters: d.labelFilters(
-			filters.Arg("type", string(events.ContainerEventType)),
-			filters.Arg("event", string(events.ActionStart)),
-			filters.Arg("event", string(events.ActionDie)),
-			filters.Arg("event", string(events.ActionDestroy)),
-			filters.Arg("event", string(events.ActionRename)),
-		)})
-		// Service events carry no labels, so they cannot be filtered by
-		// label; they are few (create, update, remove), and each is checked
-		// with an inspect. An engine outside a swarm sends none.
-		s.services, s.serviceErrs = d.docker.Events(evCtx, events.ListOptions{Filters: filters.NewArgs(
-			filters.Arg("type", string(events.ServiceEventType)),
-		)})
+		changes, errs, wait := d.watch(evCtx)
 		// Relist after subscribing so nothing falls between list and stream.
 		err := d.relist(ctx)
 		if err == nil {
-			err = d.stream(ctx, s, &bo)
+			err = d.stream(ctx, changes, errs, &failures)
 		}
 		cancel()
+		wait()
 		if ctx.Err() != nil {
 			return
 		}
-		delay := bo.next()
+		failures++
+		delay := retry.Delay(failures, 0)
 		d.log.Warn("docker event stream lost, retrying", "err", err, "retry_in_seconds", delay.Seconds())
 		if !sleepCtx(ctx, delay) {
 			return
@@ -258,31 +147,55 @@ func (d *Deployer) follow(ctx context.Context) {
 	}
 }
 
-// streams are the two event subscriptions follow keeps.
-type streams struct {
-	containers, services       <-chan events.Message
-	containerErrs, serviceErrs <-chan error
+// change names an object of a kind that may have changed.
+type change struct{ kind, id string }
+
+// watch merges the sources' event streams until ctx is done or one of them
+// fails; wait returns once its goroutines have ended (after ctx is done).
+func (d *Deployer) watch(ctx context.Context) (changes <-chan change, errs <-chan error, wait func()) {
+	out := make(chan change)
+	errc := make(chan error, len(d.cfg.Sources))
+	var wg sync.WaitGroup
+	for _, src := range d.cfg.Sources {
+		ids, srcErrs := src.Watch(ctx)
+		kind := src.Kind()
+		wg.Go(func() {
+			for {
+				select {
+				case id, ok := <-ids:
+					if !ok {
+						errc <- fmt.Errorf("%s event stream closed", kind)
+						return
+					}
+					select {
+					case out <- change{kind, id}:
+					case <-ctx.Done():
+						return
+					}
+				case err := <-srcErrs:
+					if err == nil {
+						err = errors.New("closed")
+					}
+					errc <- fmt.Errorf("%s event stream: %w", kind, err)
+					return
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	return out, errc, wg.Wait
 }
 
-func (d *Deployer) stream(ctx context.Context, s streams, bo *backoff) error {
+// stream applies changes until a stream fails or ctx is done.
+func (d *Deployer) stream(ctx context.Context, changes <-chan change, errs <-chan error, failures *int) error {
 	for {
 		select {
-		case m := <-s.containers:
-			bo.reset()
-			d.refresh(ctx, m.Actor.ID)
-		case m := <-s.services:
-			bo.reset()
-			d.refreshService(ctx, m.Actor.ID)
-		case err := <-s.containerErrs:
-			if err == nil {
-				return fmt.Errorf("event stream closed")
-			}
-			return fmt.Errorf("event stream: %w", err)
-		case err := <-s.serviceErrs:
-			if err == nil {
-				return fmt.Errorf("service event stream closed")
-			}
-			return fmt.Errorf("service event stream: %w", err)
+		case c := <-changes:
+			*failures = 0
+			d.refresh(ctx, c.kind, c.id)
+		case err := <-errs:
+			return err
 		case <-ctx.Done():
 			return nil
 		}

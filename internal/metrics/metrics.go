@@ -43,6 +43,9 @@ type Metrics struct {
 	TargetInfo           *prometheus.GaugeVec   // target, image, tag
 	PollChecks           *prometheus.CounterVec // outcome
 	RegistryRequests     *prometheus.CounterVec // registry, method, code
+	// EventsDropped counts job events a slow subscriber missed: a
+	// subscriber never slows a deploy, it loses events instead.
+	EventsDropped *prometheus.CounterVec // subscriber
 }
 
 // BuildInfo is stamped into hookd_build_info.
@@ -114,6 +117,10 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 			Help: "HTTP requests hookd made to registries, by registry host, method and status code.",
 		}, []string{"registry", "method", "code"}),
 	}
+	m.EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_job_events_dropped_total",
+		Help: "Job events a subscriber (notifications, status page, …) missed because it fell behind.",
+	}, []string{"subscriber"})
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookd_build_info",
 		Help: "Build information; the value is always 1.",
@@ -131,7 +138,7 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		m.WebhookDeliveries, m.WebhookLastDelivery,
 		m.Deploys, m.DeployDuration, m.DeployLeadTime, m.ImageAgeAtDeploy,
 		m.Rollbacks, m.DeployInProgress, m.QueuePending, m.LastSuccessfulDeploy,
-		m.TargetInfo, m.PollChecks, m.RegistryRequests,
+		m.TargetInfo, m.PollChecks, m.RegistryRequests, m.EventsDropped,
 	)
 	// Outcomes every operator alerts on exist from the start, at zero, so a
 	// rate() over them works before the first event.

@@ -3,12 +3,17 @@ package poller
 import (
 	"context"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/containers"
+	"github.com/and3rn3t/hookd/internal/deploy"
+	"github.com/and3rn3t/hookd/internal/store"
+	"github.com/docker/docker/client"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -70,6 +75,28 @@ func start(t *testing.T, what string, f func(context.Context) error) (stop func(
 	return stop
 }
 
+// containerDeployer wires a deployer for container targets, as hookd does,
+// with its state on disk.
+func containerDeployer(t *testing.T, cli *client.Client, cfg containers.Config) *deployer.Deployer {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "hookd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d, err := deployer.New(deployer.Config{
+		State:      st,
+		Ping:       func(ctx context.Context) error { _, err := cli.Ping(ctx); return err },
+		Sources:    []deployer.Source{containers.NewSource(cli, cfg)},
+		Strategies: map[string]deployer.Strategy{containers.Name: containers.NewRecreate(cli, cfg)},
+		Logger:     cfg.Logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -87,8 +114,8 @@ func TestIntegrationPollDeploysAndStaysQuiet(t *testing.T) {
 		Ports:        map[string]string{dockertest.AppPort: ""},
 	})
 
-	d := deployer.New(cli, deployer.Config{
-		LabelFilter:   dockertest.LabelKey + "=" + dockertest.LabelValue(t),
+	d := containerDeployer(t, cli, containers.Config{
+		Scope:         deploy.Scope(dockertest.LabelKey + "=" + dockertest.LabelValue(t)),
 		HealthTimeout: 15 * time.Second,
 		SettleTime:    time.Second,
 		Keychain:      kc,
@@ -235,8 +262,8 @@ func TestIntegrationPollSkipsDigestRolledBack(t *testing.T) {
 		Labels: map[string]string{deploy.LabelEnable: "true"},
 		Ports:  map[string]string{dockertest.AppPort: ""},
 	})
-	d := deployer.New(cli, deployer.Config{
-		LabelFilter:   dockertest.LabelKey + "=" + dockertest.LabelValue(t),
+	d := containerDeployer(t, cli, containers.Config{
+		Scope:         deploy.Scope(dockertest.LabelKey + "=" + dockertest.LabelValue(t)),
 		HealthTimeout: 10 * time.Second,
 		SettleTime:    time.Second,
 		Logger:        log.With("component", "deployer"),

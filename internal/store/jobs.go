@@ -11,9 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
 )
-
 
 // PutJob inserts or updates j. A new job may prune the oldest final jobs of
 // its target beyond Options.JobsPerTarget; queued and running jobs are never

@@ -1,55 +1,23 @@
-package deployer
+package containers
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/and3rn3t/hookd/internal/deploy"
+
+	"github.com/and3rn3t/hookd/internal/registry"
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // pullProgressEvery is how often a running pull is logged.
 const pullProgressEvery = 5 * time.Second
-
-// registryAuth resolves credentials for ref's registry and encodes them as
-// the X-Registry-Auth value ImagePull takes; "" means anonymous.
-func registryAuth(ctx context.Context, kc authn.Keychain, ref deploy.ImageRef) (string, error) {
-	reg, err := name.NewRegistry(ref.Registry)
-	if err != nil {
-		return "", fmt.Errorf("registry %q: %w", ref.Registry, err)
-	}
-	auth, err := authn.Resolve(ctx, kc, reg)
-	if err != nil {
-		return "", fmt.Errorf("resolve credentials for %s: %w", ref.Registry, err)
-	}
-	if auth == authn.Anonymous {
-		return "", nil
-	}
-	ac, err := authn.Authorization(ctx, auth)
-	if err != nil {
-		return "", fmt.Errorf("credentials for %s: %w", ref.Registry, err)
-	}
-	if ac == nil || *ac == (authn.AuthConfig{}) {
-		return "", nil
-	}
-	return registry.EncodeAuthConfig(registry.AuthConfig{
-		Username:      ac.Username,
-		Password:      ac.Password,
-		Auth:          ac.Auth,
-		ServerAddress: ref.Registry,
-		IdentityToken: ac.IdentityToken,
-		RegistryToken: ac.RegistryToken,
-	})
-}
 
 // pullMessage is one line of the pull stream (see docker's jsonmessage).
 type pullMessage struct {
@@ -69,13 +37,13 @@ type pullMessage struct {
 // pull pulls ref and reads the stream to its end: closing it early would
 // abort the pull. Registry errors in the stream (401, 404, 429, …) become the
 // returned error.
-func (d *Deployer) pull(ctx context.Context, ref deploy.ImageRef, log *slog.Logger) error {
+func (r *Recreate) pull(ctx context.Context, ref deploy.ImageRef, log *slog.Logger) error {
 	s := ref.Repository() + ":" + ref.Tag
-	auth, err := registryAuth(ctx, d.cfg.Keychain, ref)
+	auth, err := registry.EncodedAuth(ctx, r.cfg.Keychain, ref.Registry)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", s, err)
 	}
-	rc, err := d.docker.ImagePull(ctx, s, image.PullOptions{RegistryAuth: auth})
+	rc, err := r.docker.ImagePull(ctx, s, image.PullOptions{RegistryAuth: auth})
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", s, err)
 	}

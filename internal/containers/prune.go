@@ -1,10 +1,11 @@
-package deployer
+package containers
 
 import (
 	"context"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -14,17 +15,17 @@ import (
 // deployed and the previous one (kept for rollback). An image any container
 // uses, running or not, is never removed, and nothing is forced: an image
 // tagged into another repository stays too.
-func (d *Deployer) prune(ctx context.Context, j deploy.Job, newID, prevID string, log *slog.Logger) {
+func (r *Recreate) prune(ctx context.Context, j deploy.Job, newID, prevID string, log *slog.Logger) {
 	ref, err := deploy.ParseRef(j.Image)
 	if err != nil {
 		return
 	}
-	imgs, err := d.docker.ImageList(ctx, image.ListOptions{})
+	imgs, err := r.docker.ImageList(ctx, image.ListOptions{})
 	if err != nil {
 		log.Warn("prune: list images failed", "err", err)
 		return
 	}
-	ctrs, err := d.docker.ContainerList(ctx, container.ListOptions{All: true})
+	ctrs, err := r.docker.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		log.Warn("prune: list containers failed", "err", err)
 		return
@@ -37,11 +38,11 @@ func (d *Deployer) prune(ctx context.Context, j deploy.Job, newID, prevID string
 		if inUse[img.ID] || !ofRepository(img, ref) {
 			continue
 		}
-		if _, err := d.docker.ImageRemove(ctx, img.ID, image.RemoveOptions{PruneChildren: true}); err != nil {
-			log.Warn("prune: remove image failed", "image_id", shortID(strings.TrimPrefix(img.ID, "sha256:")), "err", err)
+		if _, err := r.docker.ImageRemove(ctx, img.ID, image.RemoveOptions{PruneChildren: true}); err != nil {
+			log.Warn("prune: remove image failed", "image_id", ShortID(strings.TrimPrefix(img.ID, "sha256:")), "err", err)
 			continue
 		}
-		log.Info("pruned image", "image_id", shortID(strings.TrimPrefix(img.ID, "sha256:")))
+		log.Info("pruned image", "image_id", ShortID(strings.TrimPrefix(img.ID, "sha256:")))
 	}
 }
 

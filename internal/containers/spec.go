@@ -1,4 +1,4 @@
-package deployer
+package containers
 
 import (
 	"errors"
@@ -69,7 +69,7 @@ func buildSpec(old container.InspectResponse, oldImg *dockerspec.DockerOCIImageC
 	}
 	// The engine sets the hostname to the short id unless the user chose one;
 	// a copied id would name the new container after the old one.
-	if c.Hostname == shortID(old.ID) || sharedNet {
+	if c.Hostname == ShortID(old.ID) || sharedNet {
 		c.Hostname = ""
 	}
 	if sharedNet {
@@ -124,7 +124,7 @@ func buildSpec(old container.InspectResponse, oldImg *dockerspec.DockerOCIImageC
 
 	s := spec{Config: c, HostConfig: &hc}
 	if !sharedNet && !mode.IsNone() {
-		s.Networking, s.Connect = networks(mode, old.NetworkSettings, shortID(old.ID))
+		s.Networking, s.Connect = networks(mode, old.NetworkSettings, ShortID(old.ID))
 	}
 	return s, nil
 }
@@ -335,7 +335,8 @@ func endpoint(name string, ep *network.EndpointSettings, oldShort string) *netwo
 	return out
 }
 
-func shortID(id string) string {
+// ShortID shortens a container or image id as the Docker CLI does.
+func ShortID(id string) string {
 	if len(id) > 12 {
 		return id[:12]
 	}

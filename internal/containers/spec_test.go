@@ -1,10 +1,11 @@
-package deployer
+package containers
 
 import (
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"

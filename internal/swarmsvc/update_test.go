@@ -1,15 +1,16 @@
-package deployer
+package swarmsvc
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/swarm"
@@ -45,27 +46,26 @@ func TestServiceTarget(t *testing.T) {
 		{"out of scope", svc("ghcr.io/acme/web:latest", map[string]string{deploy.LabelEnable: "true", "scope": "b"}, replicated), false, "", "", ""},
 		{"job mode", svc("ghcr.io/acme/web:latest", on, swarm.ServiceMode{ReplicatedJob: &swarm.ReplicatedJob{}}), false, "", "", ""},
 	}
-	d := New(nil, Config{LabelFilter: "scope=a"})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := d.serviceTarget(tt.svc)
+			got, ok := target(tt.svc, "scope=a")
 			if ok != tt.ok {
-				t.Fatalf("serviceTarget(%q) ok = %v, want %v", tt.svc.Spec.TaskTemplate.ContainerSpec.Image, ok, tt.ok)
+				t.Fatalf("target(%q) ok = %v, want %v", tt.svc.Spec.TaskTemplate.ContainerSpec.Image, ok, tt.ok)
 			}
 			if !ok {
 				return
 			}
 			if got.Kind != deploy.KindService || got.Name != "web" || got.ID != "svc-id" || got.Image != tt.image || got.Tag != tt.tag ||
 				got.Digest != tt.digest || got.ImageID != "" || got.Ref.Digest != "" {
-				t.Errorf("serviceTarget() = %+v, want service web %s:%s pinned %q, no image id", got, tt.image, tt.tag, tt.digest)
+				t.Errorf("target() = %+v, want service web %s:%s pinned %q, no image id", got, tt.image, tt.tag, tt.digest)
 			}
 		})
 	}
 	t.Run("plugin", func(t *testing.T) {
 		s := svc("x", on, replicated)
 		s.Spec.TaskTemplate.ContainerSpec = nil
-		if _, ok := d.serviceTarget(s); ok {
-			t.Errorf("serviceTarget(plugin service) ok = true, want false")
+		if _, ok := target(s, "scope=a"); ok {
+			t.Errorf("target(plugin service) ok = true, want false")
 		}
 	})
 }
@@ -161,15 +161,15 @@ func TestTaskFailureFromTaskStatus(t *testing.T) {
 		reason     string
 		detailWant string
 	}{
-		{"unhealthy, killed", swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (137): container unhealthy"}, ReasonUnhealthy, "container unhealthy"},
-		{"crashed", swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (3)"}, ReasonExited, "non-zero exit (3)"},
-		{"rejected", swarm.TaskStatus{State: swarm.TaskStateRejected, Err: "No such image: ghcr.io/acme/web:latest@sha256:…"}, ReasonStartFailed, "No such image"},
-		{"completed in the monitor period", swarm.TaskStatus{State: swarm.TaskStateComplete, Message: "finished"}, ReasonUnhealthy, "complete (finished)"},
+		{"unhealthy, killed", swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (137): container unhealthy"}, deploy.ReasonUnhealthy, "container unhealthy"},
+		{"crashed", swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (3)"}, deploy.ReasonExited, "non-zero exit (3)"},
+		{"rejected", swarm.TaskStatus{State: swarm.TaskStateRejected, Err: "No such image: ghcr.io/acme/web:latest@sha256:…"}, deploy.ReasonStartFailed, "No such image"},
+		{"completed in the monitor period", swarm.TaskStatus{State: swarm.TaskStateComplete, Message: "finished"}, deploy.ReasonUnhealthy, "complete (finished)"},
 	}
-	d := New(nil, Config{})
+	u := New(nil, nil, Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reason, detail := d.taskFailure(context.Background(), swarm.Task{ID: "t1", Status: tt.status})
+			reason, detail := u.taskFailure(context.Background(), swarm.Task{ID: "t1", Status: tt.status})
 			if reason != tt.reason || !strings.Contains(detail, tt.detailWant) {
 				t.Errorf("taskFailure(%+v) = %q, %q, want %q with %q", tt.status, reason, detail, tt.reason, tt.detailWant)
 			}
@@ -196,7 +196,7 @@ func TestNotManager(t *testing.T) {
 
 // serviceListErr is an engine whose service list always fails with err.
 type serviceListErr struct {
-	Docker
+	SourceDocker
 	err error
 }
 
@@ -217,11 +217,11 @@ func TestListServicesSaysWhyThereAreNone(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
-			d := New(serviceListErr{err: errors.New(tt.err)}, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			src := NewSource(serviceListErr{err: errors.New(tt.err)}, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			for range 3 {
-				got, err := d.listServices(context.Background())
+				got, err := src.List(context.Background())
 				if err != nil || len(got) != 0 {
-					t.Fatalf("listServices() = %v, %v, want no services and no error", got, err)
+					t.Fatalf("List() = %v, %v, want no services and no error", got, err)
 				}
 			}
 			if tt.want == "" {
@@ -234,18 +234,5 @@ func TestListServicesSaysWhyThereAreNone(t *testing.T) {
 				t.Errorf("log mentions %q %d times over three listings, want once:\n%s", tt.want, n, logs.String())
 			}
 		})
-	}
-}
-
-func TestSubmitServiceJobKind(t *testing.T) {
-	d := queueDeployer(t, Config{}, "web")
-	ref, _ := deploy.ParseRef("ghcr.io/acme/api:latest")
-	d.targets["api"] = deploy.Target{Name: "api", ID: "svc-id", Kind: deploy.KindService, Image: ref.Repository(), Tag: ref.Tag, Ref: ref}
-	jobs, err := d.Submit(context.Background(), deploy.Request{Repository: "ghcr.io/acme/api", Trigger: deploy.TriggerWebhook})
-	if err != nil || len(jobs) != 1 {
-		t.Fatalf("Submit() = %v, %v, want one job", jobs, err)
-	}
-	if jobs[0].Target != "api" || jobs[0].Kind != deploy.KindService || jobs[0].Image != "ghcr.io/acme/api:latest" {
-		t.Errorf("job = %+v, want a service job for api on ghcr.io/acme/api:latest", jobs[0])
 	}
 }

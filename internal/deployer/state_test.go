@@ -2,16 +2,16 @@ package deployer
 
 import (
 	"context"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"sort"
 	"sync"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
 // defaultHistory bounds the jobs memState keeps per target.
 const defaultHistory = 1000
 
-// memState is the State used when none is given: everything is lost on
-// restart, which is acceptable until a persistent store is wired in.
+// memState is an in-memory State for unit tests that need no disk.
 type memState struct {
 	mu       sync.Mutex
 	max      int

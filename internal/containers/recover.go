@@ -1,16 +1,17 @@
-package deployer
+package containers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"sort"
 	"strings"
-	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
+	"github.com/and3rn3t/hookd/internal/strategy"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 )
 
 // direction is which way recover settled a half-done swap.
@@ -35,30 +36,30 @@ const (
 //     back and started. The job, if any, runs again after a restart.
 //
 // Only containers labelled hookd.enable=true are ever touched.
-func (d *Deployer) recover(ctx context.Context, name string, st deploy.Step) (direction, error) {
+func (r *Recreate) recover(ctx context.Context, name string, st deploy.Step) (direction, error) {
 	var oldC, newC *containerInspect
 	var err error
 	if st.OldID != "" {
-		if oldC, err = d.findID(ctx, st.OldID); err != nil {
+		if oldC, err = r.findID(ctx, st.OldID); err != nil {
 			return dirNone, err
 		}
 	}
 	if st.NewID != "" {
-		if newC, err = d.findID(ctx, st.NewID); err != nil {
+		if newC, err = r.findID(ctx, st.NewID); err != nil {
 			return dirNone, err
 		}
 	}
 	if newC == nil {
-		if newC, err = d.findNamed(ctx, name+suffixNew); err != nil {
+		if newC, err = r.findNamed(ctx, name+deploy.SuffixNew); err != nil {
 			return dirNone, err
 		}
 	}
 	if oldC == nil && st.OldID == "" {
-		if oldC, err = d.findNamed(ctx, name+suffixOld); err != nil {
+		if oldC, err = r.findNamed(ctx, name+deploy.SuffixOld); err != nil {
 			return dirNone, err
 		}
 	}
-	cur, err := d.findNamed(ctx, name)
+	cur, err := r.findNamed(ctx, name)
 	if err != nil {
 		return dirNone, err
 	}
@@ -71,7 +72,7 @@ func (d *Deployer) recover(ctx context.Context, name string, st deploy.Step) (di
 		case st.OldID == "" && oldC == nil:
 			oldC = cur
 		default:
-			return dirNone, fmt.Errorf("unexpected container %s under the name %q", shortID(cur.ID), name)
+			return dirNone, fmt.Errorf("unexpected container %s under the name %q", ShortID(cur.ID), name)
 		}
 	}
 	if oldC == nil && newC == nil {
@@ -81,39 +82,39 @@ func (d *Deployer) recover(ctx context.Context, name string, st deploy.Step) (di
 		return dirNone, nil // nothing was changed yet
 	}
 
-	forward := newC != nil && (oldC == nil || st.Phase == phaseCleanup ||
-		st.Phase != phaseRollback && newC != nil && strings.TrimPrefix(newC.Name, "/") == name &&
+	forward := newC != nil && (oldC == nil || st.Phase == PhaseCleanup ||
+		st.Phase != PhaseRollback && newC != nil && strings.TrimPrefix(newC.Name, "/") == name &&
 			newC.State.Running && newC.State.Health != nil && newC.State.Health.Status == container.Healthy)
 	if forward {
 		if oldC != nil {
-			if err := d.docker.ContainerRemove(ctx, oldC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			if err := r.docker.ContainerRemove(ctx, oldC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 				return dirForward, fmt.Errorf("remove old container: %w", err)
 			}
 		}
-		return dirForward, d.bringUp(ctx, newC, name)
+		return dirForward, r.bringUp(ctx, newC, name)
 	}
 
 	if newC != nil {
-		if st.Phase == phaseRollback {
-			if err := d.keepFailed(ctx, newC, name); err != nil {
+		if st.Phase == PhaseRollback {
+			if err := r.keepFailed(ctx, newC, name); err != nil {
 				return dirBack, err
 			}
-		} else if err := d.docker.ContainerRemove(ctx, newC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		} else if err := r.docker.ContainerRemove(ctx, newC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			return dirBack, fmt.Errorf("remove new container: %w", err)
 		}
 	}
-	return dirBack, d.bringUp(ctx, oldC, name)
+	return dirBack, r.bringUp(ctx, oldC, name)
 }
 
 // bringUp makes c run under name.
-func (d *Deployer) bringUp(ctx context.Context, c *containerInspect, name string) error {
+func (r *Recreate) bringUp(ctx context.Context, c *containerInspect, name string) error {
 	if strings.TrimPrefix(c.Name, "/") != name {
-		if err := d.docker.ContainerRename(ctx, c.ID, name); err != nil {
-			return fmt.Errorf("rename %s to %s: %w", shortID(c.ID), name, err)
+		if err := r.docker.ContainerRename(ctx, c.ID, name); err != nil {
+			return fmt.Errorf("rename %s to %s: %w", ShortID(c.ID), name, err)
 		}
 	}
 	if !c.State.Running || c.State.Paused {
-		if err := d.docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		if err := r.docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
 	}
@@ -123,29 +124,29 @@ func (d *Deployer) bringUp(ctx context.Context, c *containerInspect, name string
 // keepFailed stops a replacement that failed its gate and keeps it as
 // <name>.hookd-failed for `docker logs`, replacing an older one. Its restart
 // policy is cleared so that a daemon restart does not bring it back.
-func (d *Deployer) keepFailed(ctx context.Context, c *containerInspect, name string) error {
-	if err := d.docker.ContainerStop(ctx, c.ID, container.StopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+func (r *Recreate) keepFailed(ctx context.Context, c *containerInspect, name string) error {
+	if err := r.docker.ContainerStop(ctx, c.ID, container.StopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("stop failed container: %w", err)
 	}
-	failed := name + suffixFailed
+	failed := name + deploy.SuffixFailed
 	if strings.TrimPrefix(c.Name, "/") != failed {
-		older, err := d.findNamed(ctx, failed)
+		older, err := r.findNamed(ctx, failed)
 		if err != nil {
 			return err
 		}
 		if older != nil && older.ID != c.ID {
-			if err := d.docker.ContainerRemove(ctx, older.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			if err := r.docker.ContainerRemove(ctx, older.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 				return fmt.Errorf("remove older %s: %w", failed, err)
 			}
 		}
-		if err := d.docker.ContainerRename(ctx, c.ID, failed); err != nil {
+		if err := r.docker.ContainerRename(ctx, c.ID, failed); err != nil {
 			return fmt.Errorf("rename failed container to %s: %w", failed, err)
 		}
 	}
-	if _, err := d.docker.ContainerUpdate(ctx, c.ID, container.UpdateConfig{
+	if _, err := r.docker.ContainerUpdate(ctx, c.ID, container.UpdateConfig{
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}); err != nil {
-		d.log.Warn("clear restart policy of failed container failed", "container", failed, "err", err)
+		r.log.Warn("clear restart policy of failed container failed", "container", failed, "err", err)
 	}
 	return nil
 }
@@ -153,8 +154,8 @@ func (d *Deployer) keepFailed(ctx context.Context, c *containerInspect, name str
 func sameID(a, b *containerInspect) bool { return a != nil && b != nil && a.ID == b.ID }
 
 // findNamed returns the labelled container called exactly name, or nil.
-func (d *Deployer) findNamed(ctx context.Context, name string) (*containerInspect, error) {
-	c, err := d.find(ctx, name)
+func (r *Recreate) findNamed(ctx context.Context, name string) (*containerInspect, error) {
+	c, err := r.find(ctx, name)
 	if c != nil && strings.TrimPrefix(c.Name, "/") != name {
 		return nil, nil // the engine also matches id prefixes
 	}
@@ -162,36 +163,37 @@ func (d *Deployer) findNamed(ctx context.Context, name string) (*containerInspec
 }
 
 // findID returns the labelled container with id, or nil.
-func (d *Deployer) findID(ctx context.Context, id string) (*containerInspect, error) {
-	c, err := d.find(ctx, id)
+func (r *Recreate) findID(ctx context.Context, id string) (*containerInspect, error) {
+	c, err := r.find(ctx, id)
 	if c != nil && c.ID != id {
 		return nil, nil
 	}
 	return c, err
 }
 
-func (d *Deployer) find(ctx context.Context, ref string) (*containerInspect, error) {
-	c, err := d.docker.ContainerInspect(ctx, ref)
+func (r *Recreate) find(ctx context.Context, ref string) (*containerInspect, error) {
+	c, err := r.docker.ContainerInspect(ctx, ref)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[deploy.LabelEnable] != "true" || !d.inScope(c.Config.Labels) {
+	if c.ContainerJSONBase == nil || c.Config == nil || c.State == nil || c.Config.Labels[deploy.LabelEnable] != "true" || !r.cfg.Scope.Contains(c.Config.Labels) {
 		return nil, nil
 	}
 	return &c, nil
 }
 
-// reconcile settles, at start-up, every swap an earlier run left half done:
+// Reconcile settles, at start-up, every swap an earlier run left half done:
 // those in the journal and, for a journal that was lost, every container
-// named *.hookd-new or *.hookd-old. Jobs whose swap it finishes are marked
-// succeeded, those whose rollback it finishes rolled back; the rest stay
-// live and resume re-queues them. A target that cannot be settled keeps its
+// named *.hookd-new or *.hookd-old. For each interrupted job it calls
+// settle with what became of it: succeeded when the swap was finished,
+// rolled back when the rollback was; a job whose swap was undone is not
+// settled (it runs again). A target that cannot be settled keeps its
 // journal entry and is retried before its next deploy.
-func (d *Deployer) reconcile(ctx context.Context) error {
-	steps, err := d.state.Steps(ctx)
+func (r *Recreate) Reconcile(ctx context.Context, jr strategy.Journal, settle func(context.Context, deploy.Step, deploy.Status) error) error {
+	steps, err := jr.Steps(ctx)
 	if err != nil {
 		return fmt.Errorf("read journal: %w", err)
 	}
@@ -199,14 +201,14 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 	for _, st := range steps {
 		byName[st.Target] = st
 	}
-	list, err := d.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: d.labelFilters()})
+	list, err := r.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: r.labelFilters()})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range list {
 		for _, n := range c.Names {
 			n = strings.TrimPrefix(n, "/")
-			for _, suffix := range []string{suffixNew, suffixOld} {
+			for _, suffix := range []string{deploy.SuffixNew, deploy.SuffixOld} {
 				if base, ok := strings.CutSuffix(n, suffix); ok {
 					if _, seen := byName[base]; !seen {
 						byName[base] = deploy.Step{Target: base}
@@ -222,8 +224,8 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 	sort.Strings(names)
 	for _, name := range names {
 		st := byName[name]
-		log := d.log.With("target", name, "job_id", st.JobID, "phase", st.Phase)
-		dir, err := d.recover(ctx, name, st)
+		log := r.log.With("target", name, "job_id", st.JobID, "phase", st.Phase)
+		dir, err := r.recover(ctx, name, st)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -231,55 +233,33 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 			log.Error("reconcile failed; will retry before the next deploy", "err", err)
 			continue
 		}
-		if err := d.state.DeleteStep(ctx, name); err != nil {
+		if err := jr.DeleteStep(ctx, name); err != nil {
 			return fmt.Errorf("delete journal step: %w", err)
 		}
 		log.Info("reconciled half-done swap", "direction", dir.String())
-		if err := d.settleJob(ctx, st, dir); err != nil {
-			return err
+		var status deploy.Status
+		switch {
+		case st.Phase == PhaseCleanup || dir == dirForward:
+			status = deploy.StatusSucceeded
+		case st.Phase == PhaseRollback:
+			status = deploy.StatusRolledBack
+		}
+		if st.JobID != "" && status != "" {
+			if err := settle(ctx, st, status); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// settleJob records what reconcile did on the interrupted job.
-func (d *Deployer) settleJob(ctx context.Context, st deploy.Step, dir direction) error {
-	if st.JobID == "" {
-		return nil
+// labelFilters select the containers that opted in and are in scope.
+func (r *Recreate) labelFilters() filters.Args {
+	args := filters.NewArgs(filters.Arg("label", deploy.LabelEnable+"=true"))
+	if r.cfg.Scope != "" {
+		args.Add("label", string(r.cfg.Scope))
 	}
-	j, err := d.state.Job(ctx, st.JobID)
-	if errors.Is(err, deploy.ErrJobNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read job %s: %w", st.JobID, err)
-	}
-	if j.Status.Final() {
-		return nil
-	}
-	switch {
-	case st.Phase == phaseCleanup || dir == dirForward:
-		j.Status = deploy.StatusSucceeded
-	case st.Phase == phaseRollback:
-		j.Status = deploy.StatusRolledBack
-		if j.Error == "" {
-			j.Error = fmt.Sprintf("new container %s: %s; rolled back to the previous container", j.RollbackReason, j.RollbackDetail)
-		}
-	default:
-		return nil // back to the queue
-	}
-	j.FinishedAt = time.Now().UTC()
-	if err := d.state.PutJob(ctx, j); err != nil {
-		return fmt.Errorf("save job %s: %w", j.ID, err)
-	}
-	d.mu.Lock()
-	d.notifyLocked()
-	d.mu.Unlock()
-	d.metrics.Deploys.WithLabelValues(j.Target, string(j.Request.Trigger), string(j.Status)).Inc()
-	if j.Status == deploy.StatusRolledBack && j.RollbackReason != "" {
-		d.metrics.Rollbacks.WithLabelValues(j.Target, j.RollbackReason).Inc()
-	}
-	return nil
+	return args
 }
 
 func (dir direction) String() string {

@@ -1,0 +1,377 @@
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
+	"github.com/and3rn3t/hookd/internal/strategy"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+)
+
+// Journal phases, in the order a swap takes them.
+const (
+	PhaseCreate    = "create"     // create <name>.hookd-new, join networks
+	PhaseStopOld   = "stop_old"   // stop the old container
+	PhaseRenameOld = "rename_old" // old → <name>.hookd-old
+	PhaseRenameNew = "rename_new" // new → <name>
+	PhaseStartNew  = "start_new"  // start the new container
+	PhaseHealth    = "health"     // wait for the health gate
+	PhaseCleanup   = "cleanup"    // healthy: remove the old container
+	PhaseRollback  = "rollback"   // not healthy: keep new as .hookd-failed, restore old
+)
+
+// verdict is the health gate's result; an empty reason means healthy.
+type verdict struct {
+	reason, detail string
+}
+
+// journal records st as being at phase, before the phase is taken.
+func journal(ctx context.Context, jr strategy.Journal, st *deploy.Step, phase string) error {
+	st.Phase = phase
+	st.At = time.Now().UTC()
+	if err := jr.PutStep(ctx, *st); err != nil {
+		return fmt.Errorf("journal %s: %w", phase, err)
+	}
+	return nil
+}
+
+// swap replaces cur by a container built from sp and gates it on its health,
+// rolling back when it fails. Each Docker step runs to completion even when
+// shutdown begins (a half-taken step is what nobody can judge afterwards);
+// between steps and during the health gate, shutdown restores the old
+// container and hands the job back to the queue.
+func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, log *slog.Logger) strategy.Outcome {
+	j := run.Job
+	name := j.Target
+	grace := 10 * time.Second
+	if cur.Config.StopTimeout != nil && *cur.Config.StopTimeout > 0 {
+		grace = time.Duration(*cur.Config.StopTimeout) * time.Second
+	}
+	timeout := r.healthTimeout(cur.Config.Labels)
+	// Enough for two stops, the gate and the other steps; the job's own
+	// deadline does not cut a step short.
+	budget := 2*grace + max(timeout, r.cfg.SettleTime) + 2*time.Minute
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer scancel()
+
+	if err := r.settleEarlier(sctx, run.Journal, name); err != nil {
+		return strategy.Failed(err)
+	}
+	st := deploy.Step{Target: name, JobID: j.ID, OldID: cur.ID}
+	// undo puts the old container back after a failed step.
+	undo := func(cause error) strategy.Outcome {
+		if _, err := r.recover(sctx, name, st); err != nil {
+			log.Error("restore after failed step failed; left for reconcile", "err", err)
+			return strategy.Failed(fmt.Errorf("restoring the old container failed too (%v), after: %w", err, cause))
+		}
+		r.deleteStep(sctx, run.Journal, name, log)
+		return run.Interrupted(strategy.Failed(fmt.Errorf("old container restored after: %w", cause)))
+	}
+
+	run.Stage(deploy.StageSwapping)
+	t0 := time.Now()
+	if err := journal(sctx, run.Journal, &st, PhaseCreate); err != nil {
+		return undo(err)
+	}
+	created, err := r.docker.ContainerCreate(sctx, sp.Config, sp.HostConfig, sp.Networking, nil, name+deploy.SuffixNew)
+	if err != nil {
+		return undo(fmt.Errorf("create %s: %w", name+deploy.SuffixNew, err))
+	}
+	st.NewID = created.ID
+	if err := journal(sctx, run.Journal, &st, PhaseCreate); err != nil {
+		return undo(err)
+	}
+	for _, nj := range sp.Connect {
+		if err := r.docker.NetworkConnect(sctx, nj.Network, created.ID, nj.Endpoint); err != nil {
+			return undo(fmt.Errorf("connect %s to network %s: %w", name+deploy.SuffixNew, nj.Network, err))
+		}
+	}
+	newC, err := r.docker.ContainerInspect(sctx, created.ID)
+	if err != nil {
+		return undo(fmt.Errorf("inspect %s: %w", name+deploy.SuffixNew, err))
+	}
+	log.Info("replacement created", "container", ShortID(created.ID))
+
+	// Subscribe to the new container's events now, while the old one still
+	// serves, so that subscribing adds nothing to the downtime. Since replays
+	// anything that happens before the subscription is live.
+	evCtx, evCancel := context.WithCancel(ctx)
+	defer evCancel()
+	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	subscribe := func() (<-chan events.Message, <-chan error) {
+		return r.docker.Events(evCtx, events.ListOptions{Since: since, Filters: filters.NewArgs(
+			filters.Arg("type", string(events.ContainerEventType)),
+			filters.Arg("container", created.ID),
+		)})
+	}
+	msgs, errs := subscribe()
+
+	steps := []struct {
+		phase string
+		do    func() error
+	}{
+		{PhaseStopOld, func() error { return r.docker.ContainerStop(sctx, cur.ID, container.StopOptions{}) }},
+		{PhaseRenameOld, func() error { return r.docker.ContainerRename(sctx, cur.ID, name+deploy.SuffixOld) }},
+		{PhaseRenameNew, func() error { return r.docker.ContainerRename(sctx, created.ID, name) }},
+	}
+	for _, s := range steps {
+		if run.Stopping() {
+			return undo(fmt.Errorf("shutting down before %s: %w", s.phase, run.Life.Err()))
+		}
+		if err := journal(sctx, run.Journal, &st, s.phase); err != nil {
+			return undo(err)
+		}
+		if err := s.do(); err != nil {
+			return undo(fmt.Errorf("%s: %w", strings.ReplaceAll(s.phase, "_", " "), err))
+		}
+	}
+	if err := journal(sctx, run.Journal, &st, PhaseStartNew); err != nil {
+		return undo(err)
+	}
+	startErr := r.docker.ContainerStart(sctx, created.ID, container.StartOptions{})
+	run.Phase("swap", t0)
+
+	var v verdict
+	if startErr != nil {
+		v = verdict{reason: deploy.ReasonStartFailed, detail: startErr.Error()}
+	} else {
+		if err := journal(sctx, run.Journal, &st, PhaseHealth); err != nil {
+			return undo(err)
+		}
+		run.Stage(deploy.StageGating)
+		hasHealth := hasHealthcheck(newC.Config)
+		log.Info("replacement started; waiting for health gate", "healthcheck", hasHealth, "timeout_seconds", timeout.Seconds())
+		t1 := time.Now()
+		v, err = r.gate(ctx, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime)
+		run.Phase("health", t1)
+		if err != nil {
+			if run.Stopping() {
+				return r.abandonGate(sctx, run, st, log)
+			}
+			// The job's own deadline ran out during the gate.
+			v = verdict{reason: deploy.ReasonTimeout, detail: "deploy timeout reached during health gate"}
+		}
+	}
+
+	if v.reason == "" {
+		j.HealthyAt = time.Now().UTC()
+		if err := journal(sctx, run.Journal, &st, PhaseCleanup); err != nil {
+			// The gate passed: finish the swap all the same.
+			log.Error("journal cleanup failed", "err", err)
+		}
+		if err := r.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
+			// Keep the journal: a restart must finish this swap, not undo it.
+			log.Error("remove old container failed", "container", name+deploy.SuffixOld, "err", err)
+			return strategy.Outcome{Status: deploy.StatusSucceeded}
+		}
+		r.deleteStep(sctx, run.Journal, name, log)
+		return strategy.Outcome{Status: deploy.StatusSucceeded}
+	}
+
+	j.RollbackReason, j.RollbackDetail = v.reason, v.detail
+	run.Stage(deploy.StageRollback)
+	run.Save() // a crash during the rollback must not lose the reason
+	log.Warn("replacement not healthy; rolling back", "reason", v.reason, "detail", v.detail)
+	if err := journal(sctx, run.Journal, &st, PhaseRollback); err != nil {
+		log.Error("journal rollback failed", "err", err)
+	}
+	_, rerr := r.recover(sctx, name, st)
+	cause := fmt.Sprintf("new container %s: %s", v.reason, v.detail)
+	if rerr != nil {
+		return strategy.Failed(fmt.Errorf("%s; rollback failed, left for reconcile: %w", cause, rerr))
+	}
+	r.deleteStep(sctx, run.Journal, name, log)
+	return strategy.Outcome{Status: deploy.StatusRolledBack, Err: errors.New(cause + "; rolled back to the previous container")}
+}
+
+// abandonGate handles shutdown during the health gate: a replacement that
+// is already healthy is kept, anything else is undone and the job requeued.
+func (r *Recreate) abandonGate(ctx context.Context, run *strategy.Run, st deploy.Step, log *slog.Logger) strategy.Outcome {
+	dir, err := r.recover(ctx, run.Job.Target, st)
+	if err != nil {
+		log.Error("restore at shutdown failed; left for reconcile", "err", err)
+		return strategy.Outcome{Abandoned: true}
+	}
+	r.deleteStep(ctx, run.Journal, run.Job.Target, log)
+	if dir == dirForward {
+		return strategy.Outcome{Status: deploy.StatusSucceeded}
+	}
+	return strategy.Outcome{Abandoned: true}
+}
+
+func (r *Recreate) deleteStep(ctx context.Context, jr strategy.Journal, target string, log *slog.Logger) {
+	if err := jr.DeleteStep(ctx, target); err != nil {
+		log.Error("delete journal step failed", "err", err)
+	}
+}
+
+// settleEarlier makes sure nothing of an earlier swap of name is left: an
+// unfinished journal entry is reconciled first, stale stopped leftovers
+// removed.
+func (r *Recreate) settleEarlier(ctx context.Context, jr strategy.Journal, name string) error {
+	steps, err := jr.Steps(ctx)
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	for _, st := range steps {
+		if st.Target != name {
+			continue
+		}
+		if _, err := r.recover(ctx, name, st); err != nil {
+			return fmt.Errorf("unfinished swap of %q from job %s could not be reconciled: %w", name, st.JobID, err)
+		}
+		if err := jr.DeleteStep(ctx, name); err != nil {
+			return fmt.Errorf("delete journal step: %w", err)
+		}
+	}
+	for _, suffix := range []string{deploy.SuffixNew, deploy.SuffixOld} {
+		c, err := r.findNamed(ctx, name+suffix)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			continue
+		}
+		if c.State != nil && (c.State.Running || c.State.Restarting) {
+			return fmt.Errorf("leftover container %q is running; restart hookd to reconcile it or remove it", name+suffix)
+		}
+		if err := r.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+			return fmt.Errorf("remove leftover %s: %w", name+suffix, err)
+		}
+	}
+	return nil
+}
+
+func hasHealthcheck(c *container.Config) bool {
+	return c != nil && c.Healthcheck != nil && len(c.Healthcheck.Test) > 0 && c.Healthcheck.Test[0] != "NONE"
+}
+
+// gate waits for the started container to prove itself. It must stay
+// running, unrestarted, for settle and, with a healthcheck, also report
+// "healthy" within timeout. The settle window also catches a container that
+// passes its first check and dies right after. The gate reacts to events and
+// timers, never polls. An error means ctx ended first.
+func (r *Recreate) gate(ctx context.Context, id string, msgs <-chan events.Message, errs <-chan error,
+	subscribe func() (<-chan events.Message, <-chan error), hasHealth bool, timeout, settle time.Duration,
+) (verdict, error) {
+	settled := time.NewTimer(settle)
+	defer settled.Stop()
+	var deadline <-chan time.Time
+	if hasHealth {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	isSettled, healthy := false, false
+	for {
+		select {
+		case m := <-msgs:
+			action := string(m.Action)
+			switch {
+			case m.Action == events.ActionDie:
+				code := m.Actor.Attributes["exitCode"]
+				if code == "" {
+					code = "unknown"
+				}
+				return verdict{reason: deploy.ReasonExited, detail: "exit code " + code}, nil
+			case strings.HasPrefix(action, string(events.ActionHealthStatus)):
+				status := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(action, string(events.ActionHealthStatus)), ":"))
+				switch status {
+				case container.Healthy:
+					if hasHealth && !healthy {
+						healthy, deadline = true, nil
+						if isSettled {
+							return r.confirm(ctx, id, hasHealth, timeout), nil
+						}
+					}
+				case container.Unhealthy:
+					return verdict{reason: deploy.ReasonUnhealthy, detail: r.lastHealthOutput(ctx, id)}, nil
+				}
+			}
+		case err := <-errs:
+			if ctx.Err() != nil {
+				return verdict{}, ctx.Err()
+			}
+			// Stream lost: subscribe again; Since replays what was missed.
+			r.log.Warn("health gate event stream lost; resubscribing", "err", err)
+			select {
+			case <-time.After(250 * time.Millisecond):
+			case <-ctx.Done():
+				return verdict{}, ctx.Err()
+			}
+			msgs, errs = subscribe()
+		case <-settled.C:
+			isSettled = true
+			if !hasHealth || healthy {
+				return r.confirm(ctx, id, hasHealth, timeout), nil
+			}
+		case <-deadline:
+			return r.confirm(ctx, id, hasHealth, timeout), nil
+		case <-ctx.Done():
+			return verdict{}, ctx.Err()
+		}
+	}
+}
+
+// confirm asks the engine for the verdict once the events say the gate is
+// decided, in case an event was missed or is still in flight.
+func (r *Recreate) confirm(ctx context.Context, id string, hasHealth bool, timeout time.Duration) verdict {
+	c, err := r.docker.ContainerInspect(ctx, id)
+	if err == nil && c.State != nil {
+		switch {
+		case !c.State.Running || c.State.Restarting:
+			return verdict{reason: deploy.ReasonExited, detail: fmt.Sprintf("exit code %d", c.State.ExitCode)}
+		case c.RestartCount > 0:
+			return verdict{reason: deploy.ReasonExited, detail: fmt.Sprintf("restarted %d times", c.RestartCount)}
+		case !hasHealth:
+			return verdict{}
+		case c.State.Health != nil && c.State.Health.Status == container.Healthy:
+			return verdict{}
+		case c.State.Health != nil && c.State.Health.Status == container.Unhealthy:
+			return verdict{reason: deploy.ReasonUnhealthy, detail: HealthOutput(c)}
+		}
+	}
+	if err != nil && !hasHealth {
+		return verdict{} // the engine did not answer, but no die event came either
+	}
+	detail := fmt.Sprintf("not healthy within %s", timeout)
+	if out := HealthOutput(c); out != "" {
+		detail += "; last check: " + out
+	}
+	return verdict{reason: deploy.ReasonTimeout, detail: detail}
+}
+
+func (r *Recreate) lastHealthOutput(ctx context.Context, id string) string {
+	c, err := r.docker.ContainerInspect(ctx, id)
+	if err != nil {
+		return "health check failed"
+	}
+	if out := HealthOutput(c); out != "" {
+		return out
+	}
+	return "health check failed"
+}
+
+// HealthOutput is the last health check's output, trimmed and capped.
+func HealthOutput(c containerInspect) string {
+	if c.ContainerJSONBase == nil || c.State == nil || c.State.Health == nil || len(c.State.Health.Log) == 0 {
+		return ""
+	}
+	last := c.State.Health.Log[len(c.State.Health.Log)-1]
+	out := strings.TrimSpace(last.Output)
+	if out == "" {
+		out = fmt.Sprintf("exit code %d", last.ExitCode)
+	}
+	if len(out) > 512 {
+		out = out[:512] + "…"
+	}
+	return out
+}
