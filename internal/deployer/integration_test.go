@@ -488,6 +488,54 @@ func TestIntegrationRollback(t *testing.T) {
 	}
 }
 
+// TestIntegrationRolledBackDigestRefused: once a digest was rolled back, a
+// replayed webhook for it, or a poll or API request without a digest, is
+// refused before anything is touched; a forced request tries it again.
+func TestIntegrationRolledBackDigestRefused(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/refuse"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "refuse", Labels: enabled(nil),
+		Ports: map[string]string{dockertest.AppPort: ""},
+	})
+	d := startDeployer(ctx, t, cli, rig{HealthTimeout: 3 * time.Second})
+	waitTarget(ctx, t, d.Deployer, name)
+	bad := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", Unhealthy: true})
+
+	delivery := deploy.Request{Repository: reg.Host + "/" + repo, Digest: bad, Trigger: deploy.TriggerWebhook, ID: "delivery-1"}
+	if j := deployOne(ctx, t, d.Deployer, delivery); j.Status != deploy.StatusRolledBack || j.DigestAfter != bad {
+		t.Fatalf("first deploy = %s (digest %s), want rolled_back of %s", j.Status, j.DigestAfter, bad)
+	}
+	if tg := waitTarget(ctx, t, d.Deployer, name); tg.RolledBack != bad {
+		t.Errorf("target rolled-back digest = %q, want %q", tg.RolledBack, bad)
+	}
+
+	for _, req := range []deploy.Request{
+		delivery, // GitHub redelivers, or someone replays the signed delivery
+		{Target: name, Trigger: deploy.TriggerManual},                    // no digest: found after the pull
+		{Repository: reg.Host + "/" + repo, Trigger: deploy.TriggerPoll}, // likewise
+	} {
+		j := deployOne(ctx, t, d.Deployer, req)
+		if j.Status != deploy.StatusRefused || !strings.Contains(j.Error, "rolled back") || !strings.Contains(j.Error, "force") {
+			t.Errorf("%s request after the rollback = %s %q, want refused, saying it was rolled back and how to force it", req.Trigger, j.Status, j.Error)
+		}
+		if got := inspect(ctx, t, cli, name).ID; got != oldID {
+			t.Fatalf("a refused request replaced the container: %s, want %s", containers.ShortID(got), containers.ShortID(oldID))
+		}
+	}
+	if got := testutilCounter(d.metrics.Deploys, name, string(deploy.TriggerWebhook), string(deploy.StatusRefused)); got != 1 {
+		t.Errorf("deploys{webhook, refused} = %v, want 1", got)
+	}
+
+	forced := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name, Force: true, Trigger: deploy.TriggerManual})
+	if forced.Status != deploy.StatusRolledBack {
+		t.Errorf("forced request = %s %q, want the swap tried again (and rolled back)", forced.Status, forced.Error)
+	}
+}
+
 func testutilCounter(v *prometheus.CounterVec, labels ...string) float64 {
 	return testutil.ToFloat64(v.WithLabelValues(labels...))
 }
