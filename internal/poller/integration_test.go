@@ -45,6 +45,10 @@ func (s *recordingSubmitter) Submit(ctx context.Context, req deploy.Request) ([]
 	return s.next.Submit(ctx, req)
 }
 
+func (s *recordingSubmitter) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
+	return s.next.WaitJob(ctx, id)
+}
+
 func (s *recordingSubmitter) requests() ([]deploy.Request, []time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

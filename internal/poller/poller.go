@@ -9,10 +9,8 @@
 // registry wants one): no manifest body, no layer. When only the index digest
 // of a multi-arch tag changed but this host's image did not (an
 // attestation-only rebuild), nothing is submitted and the new index digest
-// is remembered, so the next check is a single HEAD again. A digest the
-// poller has submitted once, or whose deploy the target rolled back however
-// it was asked for, is not submitted by poll again, so a bad image that was
-// rolled back is not retried in a loop.
+// is remembered, so the next check is a single HEAD again. A digest whose
+// deploy the target rolled back is left alone: the deployer would refuse it.
 package poller
 
 import (
@@ -37,9 +35,12 @@ type TargetSource interface {
 	Targets() []deploy.Target
 }
 
-// Submitter queues deploy requests. *deployer.Deployer satisfies it.
+// Submitter queues deploy requests and says when their jobs end.
+// *deployer.Deployer satisfies it.
 type Submitter interface {
 	Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error)
+	// WaitJob blocks until the job is final or ctx is done.
+	WaitJob(ctx context.Context, id string) (deploy.Job, error)
 }
 
 // Registry looks up digests. *registry.Client satisfies it.
@@ -75,7 +76,7 @@ type Config struct {
 	// must advance with it.
 	Now func() time.Time
 	// Digests, when set, keeps the digests each target last accepted as
-	// unchanged and last submitted across restarts.
+	// unchanged across restarts.
 	Digests DigestStore
 }
 
@@ -131,10 +132,9 @@ type entry struct {
 
 // memory is what the poller knows about one target following one ref.
 type memory struct {
-	key       string
-	loaded    bool
-	good      string // digest last judged to be what the target runs
-	attempted string // digest last submitted by poll
+	key    string
+	loaded bool
+	good   string // digest last judged to be what the target runs
 }
 
 // platform is what a digest resolved to for this host. Both outcomes are
@@ -377,10 +377,10 @@ func (p *Poller) refresh(ctx context.Context, now time.Time) {
 	}
 	p.mu.Unlock()
 	for _, m := range load {
-		good, attempted := p.loadMemory(ctx, m.key)
+		good := p.loadMemory(ctx, m.key)
 		p.mu.Lock()
 		if !m.loaded {
-			m.good, m.attempted, m.loaded = good, attempted, true
+			m.good, m.loaded = good, true
 		}
 		p.mu.Unlock()
 	}
@@ -456,42 +456,29 @@ func (p *Poller) isFollowedLocked(key string) bool {
 
 func memKey(t deploy.Target) string { return t.Name + "|" + t.Image + ":" + t.Tag }
 
-// Store keys: "poll/<target>|<repo>:<tag>/good" and ".../attempted".
-func storeKey(memKey, kind string) string { return "poll/" + memKey + "/" + kind }
+// storeKey is "poll/<target>|<repo>:<tag>/good".
+func storeKey(memKey string) string { return "poll/" + memKey + "/good" }
 
-func (p *Poller) loadMemory(ctx context.Context, key string) (good, attempted string) {
+func (p *Poller) loadMemory(ctx context.Context, key string) (good string) {
 	if p.digests == nil {
-		return "", ""
+		return ""
 	}
-	var err error
-	if good, err = p.digests.Digest(ctx, storeKey(key, kindGood)); err != nil {
+	good, err := p.digests.Digest(ctx, storeKey(key))
+	if err != nil {
 		p.log.Warn("read remembered digest failed", "key", key, "err", err)
 	}
-	if attempted, err = p.digests.Digest(ctx, storeKey(key, kindAttempted)); err != nil {
-		p.log.Warn("read remembered digest failed", "key", key, "err", err)
-	}
-	return good, attempted
+	return good
 }
 
-// Kinds of digest a memory keeps.
-const (
-	kindGood      = "good"
-	kindAttempted = "attempted"
-)
-
-// remember sets mem's digest of kind and keeps it across restarts.
-func (p *Poller) remember(ctx context.Context, mem *memory, kind, digest string) {
+// rememberGood sets mem's unchanged digest and keeps it across restarts.
+func (p *Poller) rememberGood(ctx context.Context, mem *memory, digest string) {
 	p.mu.Lock()
-	if kind == kindGood {
-		mem.good = digest
-	} else {
-		mem.attempted = digest
-	}
+	mem.good = digest
 	p.mu.Unlock()
 	if p.digests == nil {
 		return
 	}
-	if err := p.digests.PutDigest(ctx, storeKey(mem.key, kind), digest); err != nil {
+	if err := p.digests.PutDigest(ctx, storeKey(mem.key), digest); err != nil {
 		p.log.Warn("remember digest failed", "key", mem.key, "err", err)
 	}
 }
@@ -504,14 +491,16 @@ type verdict struct {
 	outcome string
 }
 
-// check looks ref up once and decides for every target in names.
+// check looks ref up once and decides for every target in names. It ends
+// when the deploys it asked for end, so that no later check asks again
+// while they run.
 func (p *Poller) check(ctx context.Context, ref string, names []string) {
-	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	defer cancel()
 	defer p.finish(ref, names)
+	lookCtx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
 
-	desc, err := p.head(ctx, ref)
-	if ctx.Err() != nil {
+	desc, err := p.head(lookCtx, ref)
+	if lookCtx.Err() != nil {
 		return // shutting down: no verdict
 	}
 
@@ -543,15 +532,21 @@ func (p *Poller) check(ctx context.Context, ref string, names []string) {
 	p.lookupOK(ref)
 
 	for i := range vs {
-		vs[i].outcome = p.judge(ctx, ref, desc.Digest, vs[i].target, vs[i].mem)
+		vs[i].outcome = p.judge(lookCtx, ref, desc.Digest, vs[i].target, vs[i].mem)
 		if vs[i].outcome != metrics.PollChanged {
 			p.metrics.PollChecks.WithLabelValues(vs[i].outcome).Inc()
 		}
 	}
+	var jobs []deploy.Job
 	for _, v := range vs {
 		if v.outcome == metrics.PollChanged {
 			p.metrics.PollChecks.WithLabelValues(metrics.PollChanged).Inc()
-			p.deploy(ctx, v, desc.Digest)
+			jobs = append(jobs, p.deploy(ctx, v, desc.Digest)...)
+		}
+	}
+	for _, j := range jobs {
+		if _, err := p.submit.WaitJob(ctx, j.ID); err != nil && ctx.Err() == nil {
+			p.log.Warn("wait for poll job failed", "target", j.Target, "job_id", j.ID, "err", err)
 		}
 	}
 }
@@ -607,25 +602,17 @@ func (p *Poller) head(ctx context.Context, ref string) (registry.Descriptor, err
 // metrics.PollUnchanged, PollChanged, PollError or PollRateLimited.
 func (p *Poller) judge(ctx context.Context, ref, digest string, t deploy.Target, mem *memory) string {
 	p.mu.Lock()
-	good, attempted := mem.good, mem.attempted
+	good := mem.good
 	p.mu.Unlock()
 	log := p.log.With("target", t.Name, "image", ref, "digest", digest)
 	switch digest {
 	case t.Digest, good:
 		log.Debug("digest unchanged")
 		return metrics.PollUnchanged
-	case attempted:
-		// Submitted once already: if it is not running, it failed or was
-		// rolled back. Only a new digest, a webhook or a manual deploy
-		// tries again.
-		log.Debug("digest already submitted by poll, not retried")
-		return metrics.PollUnchanged
 	case t.RolledBack:
-		// A deploy of it (a webhook's, say) was rolled back: polling would
-		// only roll it back again. Remembered as attempted, so that this
-		// holds across restarts.
-		log.Info("digest was rolled back on this target; poll does not retry it")
-		p.remember(ctx, mem, kindAttempted, digest)
+		// The deployer owns this rule and would refuse the request; reading
+		// its word here only spares a refused job every interval.
+		log.Debug("digest was rolled back on this target, left to a new digest or a forced deploy")
 		return metrics.PollUnchanged
 	}
 
@@ -648,7 +635,7 @@ func (p *Poller) judge(ctx context.Context, ref, digest string, t deploy.Target,
 		// host's image: nothing to pull. Remembering the digest makes the
 		// next check a single HEAD.
 		log.Debug("index digest changed, image unchanged")
-		p.remember(ctx, mem, kindGood, digest)
+		p.rememberGood(ctx, mem, digest)
 		return metrics.PollUnchanged
 	}
 	return metrics.PollChanged
@@ -681,9 +668,10 @@ func (p *Poller) platform(ctx context.Context, ref string) (config string, cache
 	return config, false, err
 }
 
-// deploy submits the new digest for one target and remembers it, so that
-// it is not submitted by poll again.
-func (p *Poller) deploy(ctx context.Context, v verdict, digest string) {
+// deploy submits the new digest for one target and returns the jobs. Nothing
+// is remembered: as long as the target does not run the digest (and did not
+// roll it back), the next check submits it again.
+func (p *Poller) deploy(ctx context.Context, v verdict, digest string) []deploy.Job {
 	now := p.now()
 	req := deploy.Request{
 		Repository: v.target.Image,
@@ -698,14 +686,13 @@ func (p *Poller) deploy(ctx context.Context, v verdict, digest string) {
 	log.Info("new digest found by poll")
 	jobs, err := p.submit.Submit(ctx, req)
 	if err != nil {
-		// Not remembered: the next check tries again.
 		log.Warn("submit polled digest failed", "err", err)
-		return
+		return nil
 	}
-	p.remember(ctx, v.mem, kindAttempted, digest)
 	for _, j := range jobs {
 		log.Debug("poll job queued", "job_id", j.ID)
 	}
+	return jobs
 }
 
 // lookupFailed records a failed look-up of ref and returns its outcome. A

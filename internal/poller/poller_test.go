@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -66,13 +65,31 @@ func (f *fakeTargets) set(ts ...deploy.Target) {
 	f.mu.Unlock()
 }
 
-// fakeSubmitter records requests and answers with one job per named target
-// (or per target following the request's repository and tag).
+// update changes the target called name.
+func (f *fakeTargets) update(name string, change func(*deploy.Target)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.list {
+		if f.list[i].Name == name {
+			change(&f.list[i])
+		}
+	}
+}
+
+// fakeSubmitter stands in for the deployer: it records requests, answers
+// with one job per named target (or per target following the request's
+// repository and tag) and ends each job at once with status (default
+// succeeded). Like the deployer's, a succeeded deploy makes the target run
+// the digest; a rolled-back one leaves it and reports the digest as
+// RolledBack.
 type fakeSubmitter struct {
 	targets *fakeTargets
 	mu      sync.Mutex
 	reqs    []deploy.Request
+	jobs    map[string]deploy.Job
 	err     error
+	status  deploy.Status
+	waits   int
 }
 
 func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
@@ -82,6 +99,13 @@ func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.
 	if f.err != nil {
 		return nil, f.err
 	}
+	status := f.status
+	if status == "" {
+		status = deploy.StatusSucceeded
+	}
+	if f.jobs == nil {
+		f.jobs = map[string]deploy.Job{}
+	}
 	var jobs []deploy.Job
 	for _, t := range f.targets.Targets() {
 		if req.Target != "" && t.Name != req.Target {
@@ -90,9 +114,33 @@ func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.
 		if req.Repository != "" && (t.Image != req.Repository || t.Tag != req.Tag) {
 			continue
 		}
-		jobs = append(jobs, deploy.Job{ID: fmt.Sprintf("job-%d", len(f.reqs)), Target: t.Name, Request: req})
+		j := deploy.Job{ID: fmt.Sprintf("job-%d-%s", len(f.reqs), t.Name), Target: t.Name, Request: req, Status: status}
+		f.jobs[j.ID] = j
+		jobs = append(jobs, j)
+		if req.Digest == "" {
+			continue
+		}
+		f.targets.update(t.Name, func(t *deploy.Target) {
+			switch status {
+			case deploy.StatusSucceeded:
+				t.Digest, t.RolledBack = req.Digest, ""
+			case deploy.StatusRolledBack:
+				t.RolledBack = req.Digest
+			}
+		})
 	}
 	return jobs, nil
+}
+
+func (f *fakeSubmitter) WaitJob(_ context.Context, id string) (deploy.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waits++
+	j, ok := f.jobs[id]
+	if !ok {
+		return deploy.Job{}, fmt.Errorf("job %q: %w", id, deploy.ErrJobNotFound)
+	}
+	return j, nil
 }
 
 func (f *fakeSubmitter) requests() []deploy.Request {
@@ -334,6 +382,7 @@ func TestStartChecksAreSpread(t *testing.T) {
 func TestChangedSubmitsOncePerDigest(t *testing.T) {
 	r := newRig(t, Config{}, target("app", repoApp, digestA, imageA))
 	r.reg.set(refApp, digestB, imageB)
+	r.submit.status = deploy.StatusRolledBack
 
 	r.round()
 	reqs := r.submit.requests()
@@ -357,16 +406,17 @@ func TestChangedSubmitsOncePerDigest(t *testing.T) {
 		t.Errorf("changed checks = %d, want 1", got)
 	}
 
-	// The deploy was rolled back: the target still runs A. The same digest
-	// is not submitted by poll again, however often it is checked.
+	// The deploy was rolled back: the target still runs A, and the
+	// deployer reports B as rolled back. The same digest is not submitted
+	// by poll again, however often it is checked.
 	r.advance(10*time.Minute, 10*time.Second)
 	if got := r.reg.headCount(refApp); got < 9 {
 		t.Fatalf("HEADs over 10 intervals = %d, want about 10", got)
 	}
 	if got := len(r.submit.requests()); got != 1 {
-		t.Errorf("requests after the digest was tried = %d, want still 1", got)
+		t.Errorf("requests after the digest was rolled back = %d, want still 1", got)
 	}
-	if !strings.Contains(r.logs.String(), "not retried") {
+	if !strings.Contains(r.logs.String(), "rolled back") {
 		t.Errorf("log does not say why the digest was not retried:\n%s", r.logs)
 	}
 
@@ -376,6 +426,38 @@ func TestChangedSubmitsOncePerDigest(t *testing.T) {
 	reqs = r.submit.requests()
 	if len(reqs) != 2 || reqs[1].Digest != digestC {
 		t.Errorf("requests after a new digest = %+v, want a second one for %s", reqs, digestC)
+	}
+}
+
+// TestFailedDeployIsRetried: a deploy that failed without rolling back
+// (a pull that failed, say) is the deployer's to judge: the next check
+// submits the digest again.
+func TestFailedDeployIsRetried(t *testing.T) {
+	r := newRig(t, Config{Jitter: -1}, target("app", repoApp, digestA, imageA))
+	r.reg.set(refApp, digestB, imageB)
+	r.submit.status = deploy.StatusFailed
+	r.round()
+	r.advance(time.Minute, 10*time.Second)
+	reqs := r.submit.requests()
+	if len(reqs) != 2 || reqs[1].Digest != digestB {
+		t.Errorf("requests = %+v, want the failed digest submitted again after an interval", reqs)
+	}
+}
+
+// TestCheckWaitsForItsDeploys: a check ends when the jobs it created end,
+// so no second request is made while a deploy runs.
+func TestCheckWaitsForItsDeploys(t *testing.T) {
+	r := newRig(t, Config{}, target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestA, imageA))
+	r.reg.set(refApp, digestB, imageB)
+	r.round()
+	if got := len(r.submit.requests()); got != 2 {
+		t.Fatalf("requests = %d, want 2", got)
+	}
+	r.submit.mu.Lock()
+	waits := r.submit.waits
+	r.submit.mu.Unlock()
+	if waits != 2 {
+		t.Errorf("jobs waited for = %d, want 2", waits)
 	}
 }
 
@@ -430,73 +512,29 @@ func TestAttestationOnlyRebuild(t *testing.T) {
 	}
 }
 
-func TestAttemptedDigestSurvivesRestart(t *testing.T) {
-	// The real bbolt store, closed and reopened like a restarted hookd.
-	path := filepath.Join(t.TempDir(), "hookd.db")
-	open := func() *store.Store {
-		t.Helper()
-		s, err := store.Open(path, store.Options{})
-		if err != nil {
-			t.Fatalf("store.Open: %v", err)
-		}
-		return s
-	}
-	st := open()
-	r := newRig(t, Config{Digests: st}, target("app", repoApp, digestA, imageA))
-	r.reg.set(refApp, digestB, imageB)
-	r.round()
-	if got := len(r.submit.requests()); got != 1 {
-		t.Fatalf("requests = %d, want 1", got)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	st = open()
-	t.Cleanup(func() { _ = st.Close() })
-	r2 := newRig(t, Config{Digests: st}, target("app", repoApp, digestA, imageA))
-	r2.reg.set(refApp, digestB, imageB)
-	r2.round()
-	if got := r2.submit.requests(); len(got) != 0 {
-		t.Errorf("requests after a restart = %v, want none for the digest already tried", got)
-	}
-	// Another target is not affected by what app tried.
-	r3 := newRig(t, Config{Digests: st}, target("web", repoApp, digestA, imageA))
-	r3.reg.set(refApp, digestB, imageB)
-	r3.round()
-	if got := len(r3.submit.requests()); got != 1 {
-		t.Errorf("requests for another target = %d, want 1", got)
-	}
-}
-
 // TestRolledBackDigestIsNotPolled: a webhook's deploy of digest B was rolled
-// back (the deployer reports it on the target). Polling does not submit B,
-// not even after a restart that forgets the deployer's word; a new digest
-// is submitted as usual.
+// back (the deployer reports it on the target, and keeps reporting it
+// across restarts). Polling does not submit B; a new digest is submitted as
+// usual.
 func TestRolledBackDigestIsNotPolled(t *testing.T) {
-	st := &memStore{}
 	rolledBack := target("app", repoApp, digestA, imageA)
 	rolledBack.RolledBack = digestB
-	r := newRig(t, Config{Digests: st}, rolledBack)
+	r := newRig(t, Config{}, rolledBack)
 	r.reg.set(refApp, digestB, imageB)
 	r.advance(5*time.Minute, 10*time.Second)
 	if got := r.submit.requests(); len(got) != 0 {
 		t.Fatalf("requests for the rolled-back digest = %+v, want none", got)
 	}
-	if n := strings.Count(r.logs.String(), "rolled back"); n != 1 {
-		t.Errorf("log explains the skipped digest %d times, want once:\n%s", n, r.logs)
+	if n := strings.Count(r.logs.String(), "rolled back"); n == 0 {
+		t.Errorf("log does not explain the skipped digest:\n%s", r.logs)
+	}
+	if n := strings.Count(r.logs.String(), "level=INFO"); n != 0 {
+		t.Errorf("log has %d info lines for a skipped digest, want it at debug (the deployer warned of the rollback):\n%s", n, r.logs)
 	}
 
-	// After a restart the deployer no longer knows; the poller still does.
-	r2 := newRig(t, Config{Digests: st}, target("app", repoApp, digestA, imageA))
-	r2.reg.set(refApp, digestB, imageB)
-	r2.round()
-	if got := r2.submit.requests(); len(got) != 0 {
-		t.Errorf("requests after a restart = %+v, want none for the rolled-back digest", got)
-	}
-	r2.reg.set(refApp, digestC, imageB)
-	r2.advance(70*time.Second, 10*time.Second)
-	if got := r2.submit.requests(); len(got) != 1 || got[0].Digest != digestC {
+	r.reg.set(refApp, digestC, imageB)
+	r.advance(70*time.Second, 10*time.Second)
+	if got := r.submit.requests(); len(got) != 1 || got[0].Digest != digestC {
 		t.Errorf("requests after a new digest = %+v, want one for %s", got, digestC)
 	}
 }
