@@ -1,9 +1,9 @@
-// Package poller is hookd's fallback for lost webhooks. For every target it
-// keeps a timer that webhooks naming the target push back; when a target has
-// heard nothing for the poll interval (and once at start-up, to catch up on
-// what happened while hookd was down) it asks the registry for the tag's
-// current digest with a HEAD request and submits a deploy request with
-// trigger "poll" when the target does not run it.
+// Package poller is hookd's fallback for lost webhooks. When a target has
+// heard no webhook for the poll interval (the deployer stamps
+// Target.LastWebhook when it accepts a delivery's request), and once at
+// start-up to catch up on what happened while hookd was down, it asks the
+// registry for the tag's current digest with a HEAD request and submits a
+// deploy request with trigger "poll" when the target does not run it.
 //
 // A check of an unchanged tag costs one HEAD (plus a token request when the
 // registry wants one): no manifest body, no layer. When only the index digest
@@ -63,7 +63,7 @@ type DigestStore interface {
 // Config tunes a Poller. Zero values select the defaults.
 type Config struct {
 	// Interval is how long a target must have been silent (no webhook
-	// naming it) before the registry is asked. 0 turns polling off.
+	// asking for it) before the registry is asked. 0 turns polling off.
 	Interval time.Duration
 	// Jitter spreads the checks by ±Jitter·Interval (default 0.1, at most
 	// 0.5); a negative value turns jitter off.
@@ -97,7 +97,7 @@ const (
 )
 
 // Poller schedules the registry checks. Create it with New, start it with
-// Run, and put its Submit between the webhook handler and the deployer.
+// Run.
 type Poller struct {
 	interval time.Duration
 	jitter   float64
@@ -126,6 +126,7 @@ type entry struct {
 	target   deploy.Target
 	ref      string // repo:tag
 	next     time.Time
+	heard    time.Time // the LastWebhook next was last pushed back for
 	inFlight bool
 	mem      *memory
 }
@@ -218,57 +219,6 @@ func (p *Poller) Run(ctx context.Context) error {
 		case <-p.wake:
 		}
 	}
-}
-
-// Submit forwards req to the deployer. A webhook request first pushes back
-// the poll timers of the targets following its repository and tag, and of
-// the targets it created jobs for: while deliveries keep arriving, the
-// registry is not asked. When the deployer refuses the request, timers it
-// pushed back are restored, so the poll still catches up. Errors are the
-// deployer's.
-func (p *Poller) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
-	if req.Trigger != deploy.TriggerWebhook || p.interval <= 0 {
-		return p.submit.Submit(ctx, req)
-	}
-	// Match the way the deployer does: normalised repository, default tag.
-	var repo string
-	if r, err := deploy.ParseRef(req.Repository); err == nil && req.Repository != "" {
-		repo = r.Repository()
-	}
-	tag := req.Tag
-	if tag == "" {
-		tag = deploy.DefaultTag
-	}
-	next := p.now().Add(p.jittered())
-
-	p.mu.Lock()
-	pushed := make(map[string]time.Time)
-	for name, e := range p.entries {
-		if repo != "" && e.target.Image == repo && e.target.Tag == tag {
-			pushed[name] = e.next
-			e.next = next
-		}
-	}
-	p.mu.Unlock()
-
-	jobs, err := p.submit.Submit(ctx, req)
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err != nil {
-		for name, was := range pushed {
-			if e, ok := p.entries[name]; ok && e.next.Equal(next) {
-				e.next = was
-			}
-		}
-		return jobs, err
-	}
-	for _, j := range jobs {
-		if e, ok := p.entries[j.Target]; ok && e.next.Before(next) {
-			e.next = next
-		}
-	}
-	return jobs, nil
 }
 
 // NextPoll returns when target is due to be checked next; false when polling
@@ -396,6 +346,7 @@ func (p *Poller) refresh(ctx context.Context, now time.Time) {
 		e, ok := p.entries[t.Name]
 		if ok && e.ref == ref {
 			e.target = t
+			p.heardLocked(e)
 			continue
 		}
 		// New, or now following another ref: its own schedule starts over.
@@ -442,6 +393,20 @@ func (p *Poller) refresh(ctx context.Context, now time.Time) {
 	}
 	for _, e := range fresh {
 		e.next = now.Add(p.spreadWindow() * time.Duration(slot[e.ref]) / time.Duration(len(order)))
+		p.heardLocked(e)
+	}
+}
+
+// heardLocked pushes e's next check back to an interval after the last
+// webhook that asked for its target: while deliveries arrive, the registry
+// is not asked.
+func (p *Poller) heardLocked(e *entry) {
+	if !e.target.LastWebhook.After(e.heard) {
+		return
+	}
+	e.heard = e.target.LastWebhook
+	if next := e.heard.Add(p.jittered()); e.next.Before(next) {
+		e.next = next
 	}
 }
 

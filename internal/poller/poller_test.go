@@ -623,8 +623,19 @@ func TestTargetsOnOneRefAlign(t *testing.T) {
 	}
 }
 
+// webhook stamps the targets called names as the deployer does when it
+// accepts a delivery's request, and has the poller re-read them.
+func (r *rig) webhook(names ...string) {
+	now := r.clock.Now()
+	for _, n := range names {
+		r.targets.update(n, func(t *deploy.Target) { t.LastWebhook = now })
+	}
+	r.p.mu.Lock()
+	r.p.lastRefresh = time.Time{}
+	r.p.mu.Unlock()
+}
+
 func TestWebhooksPushBackPolls(t *testing.T) {
-	ctx := context.Background()
 	r := newRig(t, Config{}, target("app", repoApp, digestA, imageA), target("db", repoDB, digestA, imageA))
 	r.reg.set(refApp, digestA, imageA)
 	r.reg.set(refDB, digestA, imageA)
@@ -634,22 +645,16 @@ func TestWebhooksPushBackPolls(t *testing.T) {
 	}
 
 	// A delivery every 40s for 10 minutes: app is never polled; db, which
-	// no delivery names, is.
+	// no delivery asks for, is.
 	for range 15 {
 		r.advance(40*time.Second, 10*time.Second)
-		req := deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook, ID: "delivery"}
-		if _, err := r.p.Submit(ctx, req); err != nil {
-			t.Fatalf("Submit: %v", err)
-		}
+		r.webhook("app")
 	}
 	if got := r.reg.headCount(refApp); got != 1 {
 		t.Errorf("HEADs of %s during steady deliveries = %d, want 1 (the catch-up)", refApp, got)
 	}
 	if got := r.reg.headCount(refDB); got < 8 {
 		t.Errorf("HEADs of %s (no deliveries) = %d, want about 10", refDB, got)
-	}
-	if got := len(r.submit.requests()); got != 15 {
-		t.Errorf("requests forwarded = %d, want 15", got)
 	}
 
 	// Deliveries stop: the poll resumes within an interval (+10%).
@@ -659,22 +664,18 @@ func TestWebhooksPushBackPolls(t *testing.T) {
 	}
 }
 
-func TestSubmitPushBack(t *testing.T) {
-	ctx := context.Background()
+// TestWebhookSilence: a target's next check is an interval after the last
+// webhook that asked for it, when that is later than its schedule.
+func TestWebhookSilence(t *testing.T) {
 	tests := []struct {
 		name   string
-		req    deploy.Request
-		err    error
+		heard  time.Duration // LastWebhook relative to now; 0 for none
 		pushed bool
 	}{
-		{"repo and tag", deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook}, nil, true},
-		{"not normalised", deploy.Request{Repository: "GHCR.io/O/App", Tag: "latest", Trigger: deploy.TriggerWebhook}, nil, true},
-		{"empty tag means latest", deploy.Request{Repository: repoApp, Trigger: deploy.TriggerWebhook}, nil, true},
-		{"job's target", deploy.Request{Target: "app", Trigger: deploy.TriggerWebhook}, nil, true},
-		{"other tag", deploy.Request{Repository: repoApp, Tag: "sha-1a2b3c", Trigger: deploy.TriggerWebhook}, nil, false},
-		{"other repo", deploy.Request{Repository: repoDB, Tag: "latest", Trigger: deploy.TriggerWebhook}, nil, false},
-		{"manual", deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerManual}, nil, false},
-		{"refused by the deployer", deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook}, deploy.ErrQueueFull, false},
+		{"just now", -time.Nanosecond, true},
+		{"20s ago", -20 * time.Second, true},
+		{"before the last check", -40 * time.Second, false},
+		{"never", 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -683,21 +684,21 @@ func TestSubmitPushBack(t *testing.T) {
 			r.round()
 			before, _ := r.p.NextPoll("app")
 			r.clock.Add(30 * time.Second)
-			r.submit.err = tt.err
-			_, err := r.p.Submit(ctx, tt.req)
-			if !errors.Is(err, tt.err) {
-				t.Fatalf("Submit error = %v, want %v", err, tt.err)
+			if tt.heard != 0 {
+				r.targets.update("app", func(t *deploy.Target) { t.LastWebhook = r.clock.Now().Add(tt.heard) })
 			}
-			if got := len(r.submit.requests()); got != 1 {
-				t.Errorf("requests forwarded = %d, want 1", got)
-			}
+			r.webhook()
+			r.round()
 			after, _ := r.p.NextPoll("app")
 			want := before
 			if tt.pushed {
-				want = r.clock.Now().Add(time.Minute)
+				want = r.clock.Now().Add(tt.heard + time.Minute)
 			}
 			if !after.Equal(want) {
-				t.Errorf("NextPoll after Submit = %v, want %v", after, want)
+				t.Errorf("NextPoll = %v, want %v", after, want)
+			}
+			if got := r.reg.headCount(refApp); got != 1 {
+				t.Errorf("HEADs = %d, want 1", got)
 			}
 		})
 	}
@@ -792,15 +793,14 @@ func TestNoPlatformWarnsOnce(t *testing.T) {
 }
 
 func TestJitter(t *testing.T) {
-	ctx := context.Background()
 	r := newRig(t, Config{Interval: 100 * time.Second}, target("app", repoApp, digestA, imageA))
 	r.reg.set(refApp, digestA, imageA)
 	r.round()
 	seen := map[time.Duration]bool{}
 	for range 200 {
-		if _, err := r.p.Submit(ctx, deploy.Request{Repository: repoApp, Tag: "latest", Trigger: deploy.TriggerWebhook}); err != nil {
-			t.Fatal(err)
-		}
+		r.clock.Add(time.Second)
+		r.webhook("app")
+		r.round()
 		next, _ := r.p.NextPoll("app")
 		d := next.Sub(r.clock.Now())
 		if d < 90*time.Second || d > 110*time.Second {
@@ -882,12 +882,6 @@ func TestIntervalZeroIsOff(t *testing.T) {
 	}
 	if _, ok := p.NextPoll("app"); ok {
 		t.Errorf("NextPoll with polling off reports a time")
-	}
-	if _, err := p.Submit(context.Background(), deploy.Request{Repository: repoApp, Trigger: deploy.TriggerWebhook}); err != nil {
-		t.Errorf("Submit with polling off: %v", err)
-	}
-	if got := len(sub.requests()); got != 1 {
-		t.Errorf("requests forwarded with polling off = %d, want 1", got)
 	}
 }
 
