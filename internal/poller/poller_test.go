@@ -574,9 +574,6 @@ func TestLookUpIsReusedForAFewSeconds(t *testing.T) {
 	// its first check reuses the look-up.
 	r.clock.Add(2 * time.Second)
 	r.targets.set(target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestB, imageB))
-	r.p.mu.Lock()
-	r.p.lastRefresh = time.Time{} // re-read the targets now
-	r.p.mu.Unlock()
 	r.round()
 	if got := r.reg.headCount(refApp); got != 1 {
 		t.Errorf("HEADs of %s for two targets 2s apart = %d, want 1", refApp, got)
@@ -592,9 +589,6 @@ func TestLookUpIsReusedForAFewSeconds(t *testing.T) {
 	// Later than that, the registry is asked again.
 	r.clock.Add(10 * time.Second)
 	r.targets.set(target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestB, imageB), target("a3", repoApp, digestA, imageA))
-	r.p.mu.Lock()
-	r.p.lastRefresh = time.Time{}
-	r.p.mu.Unlock()
 	r.round()
 	if got := r.reg.headCount(refApp); got != 2 {
 		t.Errorf("HEADs of %s for a target 12s later = %d, want 2", refApp, got)
@@ -607,9 +601,6 @@ func TestTargetsOnOneRefAlign(t *testing.T) {
 	r.round() // a1: checked at 0s, next at 60s
 	r.clock.Add(3 * time.Second)
 	r.targets.set(target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestA, imageA))
-	r.p.mu.Lock()
-	r.p.lastRefresh = time.Time{}
-	r.p.mu.Unlock()
 	r.round() // a2: first check at 3s, next at 63s
 	r.clock.Add(57 * time.Second)
 	r.round() // 60s: a1 is due, a2 joins it
@@ -624,15 +615,12 @@ func TestTargetsOnOneRefAlign(t *testing.T) {
 }
 
 // webhook stamps the targets called names as the deployer does when it
-// accepts a delivery's request, and has the poller re-read them.
+// accepts a delivery's request.
 func (r *rig) webhook(names ...string) {
 	now := r.clock.Now()
 	for _, n := range names {
 		r.targets.update(n, func(t *deploy.Target) { t.LastWebhook = now })
 	}
-	r.p.mu.Lock()
-	r.p.lastRefresh = time.Time{}
-	r.p.mu.Unlock()
 }
 
 func TestWebhooksPushBackPolls(t *testing.T) {
@@ -664,38 +652,41 @@ func TestWebhooksPushBackPolls(t *testing.T) {
 	}
 }
 
-// TestWebhookSilence: a target's next check is an interval after the last
-// webhook that asked for it, when that is later than its schedule.
+// TestWebhookSilence: a ref's next check is an interval after the last
+// webhook that asked for all of its targets, when that is later than its
+// schedule.
 func TestWebhookSilence(t *testing.T) {
 	tests := []struct {
-		name   string
-		heard  time.Duration // LastWebhook relative to now; 0 for none
-		pushed bool
+		name    string
+		heard   time.Duration // LastWebhook relative to now
+		stamped []string
+		pushed  bool
 	}{
-		{"just now", -time.Nanosecond, true},
-		{"20s ago", -20 * time.Second, true},
-		{"before the last check", -40 * time.Second, false},
-		{"never", 0, false},
+		{"just now", -time.Nanosecond, []string{"a1", "a2"}, true},
+		{"20s ago", -20 * time.Second, []string{"a1", "a2"}, true},
+		{"before the last check", -40 * time.Second, []string{"a1", "a2"}, false},
+		{"never", 0, nil, false},
+		{"not for every target", -time.Nanosecond, []string{"a1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRig(t, Config{Jitter: -1}, target("app", repoApp, digestA, imageA))
+			r := newRig(t, Config{Jitter: -1}, target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestA, imageA))
 			r.reg.set(refApp, digestA, imageA)
 			r.round()
-			before, _ := r.p.NextPoll("app")
+			before, _ := r.p.NextPoll("a1")
 			r.clock.Add(30 * time.Second)
-			if tt.heard != 0 {
-				r.targets.update("app", func(t *deploy.Target) { t.LastWebhook = r.clock.Now().Add(tt.heard) })
+			for _, n := range tt.stamped {
+				r.targets.update(n, func(t *deploy.Target) { t.LastWebhook = r.clock.Now().Add(tt.heard) })
 			}
-			r.webhook()
 			r.round()
-			after, _ := r.p.NextPoll("app")
 			want := before
 			if tt.pushed {
 				want = r.clock.Now().Add(tt.heard + time.Minute)
 			}
-			if !after.Equal(want) {
-				t.Errorf("NextPoll = %v, want %v", after, want)
+			for _, n := range []string{"a1", "a2"} {
+				if got, _ := r.p.NextPoll(n); !got.Equal(want) {
+					t.Errorf("NextPoll(%s) = %v, want %v", n, got, want)
+				}
 			}
 			if got := r.reg.headCount(refApp); got != 1 {
 				t.Errorf("HEADs = %d, want 1", got)
