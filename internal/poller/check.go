@@ -94,7 +94,7 @@ func (p *Poller) lookUp(ctx context.Context, r *ref) (registry.Descriptor, error
 		r.at = time.Time{}
 	} else {
 		r.failures = 0
-		r.desc, r.at = desc, p.now()
+		r.desc, r.at = desc, time.Now()
 	}
 	p.mu.Unlock()
 
@@ -159,7 +159,7 @@ func (p *Poller) judge(ctx context.Context, r *ref, digest string, t deploy.Targ
 // as long as the target does not run the digest (and did not roll it back),
 // the next check submits it again.
 func (p *Poller) deploy(ctx context.Context, t deploy.Target, digest string) []deploy.Job {
-	now := p.now()
+	now := time.Now()
 	req := deploy.Request{
 		Repository: t.Image,
 		Tag:        t.Tag,

@@ -3,7 +3,6 @@ package poller
 import (
 	"context"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/dockertest"
 	"github.com/and3rn3t/hookd/internal/metrics"

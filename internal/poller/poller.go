@@ -70,9 +70,6 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// Now defaults to time.Now. Timers run on real time, so a replacement
-	// must advance with it.
-	Now func() time.Time
 	// Digests, when set, keeps the digests each target last accepted as
 	// unchanged across restarts.
 	Digests DigestStore
@@ -85,7 +82,6 @@ type Poller struct {
 	jitter   float64
 	metrics  *metrics.Metrics
 	log      *slog.Logger
-	now      func() time.Time
 	digests  DigestStore
 	targets  TargetSource
 	submit   Submitter
@@ -118,15 +114,11 @@ func New(cfg Config, targets TargetSource, submit Submitter, reg Registry) *Poll
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	return &Poller{
 		interval:  max(cfg.Interval, 0),
 		jitter:    jitter,
 		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
-		now:       cfg.Now,
 		digests:   cfg.Digests,
 		targets:   targets,
 		submit:    submit,
@@ -156,7 +148,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		wakeAt := p.tick(ctx)
-		timer.Reset(max(wakeAt.Sub(p.now()), time.Millisecond))
+		timer.Reset(max(time.Until(wakeAt), time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil

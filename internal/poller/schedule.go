@@ -50,7 +50,7 @@ func refName(t deploy.Target) string { return t.Image + ":" + t.Tag }
 // tick reads the targets, starts the checks that are due and returns when it
 // wants to run again. Only Run's goroutine calls it (tests too, in its stead).
 func (p *Poller) tick(ctx context.Context) time.Time {
-	now := p.now()
+	now := time.Now()
 	list := p.targets.Targets()
 	good := p.recall(ctx, list)
 
@@ -176,7 +176,7 @@ func (p *Poller) start(ctx context.Context, r *ref, reuse *registry.Descriptor) 
 // away, counted from when the deploys the check asked for ended; then the
 // loop is woken.
 func (p *Poller) finish(r *ref, lookedUp bool) {
-	now := p.now()
+	now := time.Now()
 	p.mu.Lock()
 	r.inFlight = false
 	if next := now.Add(p.jittered()); lookedUp && r.next.Before(next) {
