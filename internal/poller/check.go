@@ -25,7 +25,8 @@ var errNoDigest = errors.New("registry answered without a digest")
 // does not run the digest. It ends when the deploys it asked for end, so
 // that no later check asks again while they run.
 func (p *Poller) check(ctx context.Context, r *ref, names []string, reuse *registry.Descriptor) {
-	defer p.finish(r, reuse == nil)
+	var err error // the look-up's
+	defer func() { p.finish(r, reuse == nil, err) }()
 	lookCtx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 
@@ -33,7 +34,6 @@ func (p *Poller) check(ctx context.Context, r *ref, names []string, reuse *regis
 	if reuse != nil {
 		desc = *reuse
 	} else {
-		var err error
 		desc, err = p.lookUp(lookCtx, r)
 		if lookCtx.Err() != nil {
 			return // shutting down: no verdict

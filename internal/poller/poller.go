@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/and3rn3t/hookd/internal/backoff"
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/registry"
@@ -79,13 +80,18 @@ type Config struct {
 // Run.
 type Poller struct {
 	interval time.Duration
-	jitter   float64
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	digests  DigestStore
-	targets  TargetSource
-	submit   Submitter
-	reg      Registry
+	// wait is the rule for a ref's wait between checks: the interval,
+	// jittered, or after a failed look-up what the registry client said it
+	// will refuse for (capped at a day). It does not double per failure:
+	// the client's per-registry backoff does, and doubling here as well
+	// would compound the two.
+	wait    backoff.Policy
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	digests DigestStore
+	targets TargetSource
+	submit  Submitter
+	reg     Registry
 
 	running atomic.Bool
 	wake    chan struct{} // a check finished: recompute the schedule
@@ -99,14 +105,10 @@ type Poller struct {
 // New returns a Poller that reads targets from targets, submits to submit and
 // looks digests up in reg. It does nothing until Run.
 func New(cfg Config, targets TargetSource, submit Submitter, reg Registry) *Poller {
-	jitter := cfg.Jitter
-	switch {
-	case jitter == 0:
+	interval := max(cfg.Interval, 0)
+	jitter := cfg.Jitter // the policy takes a negative one as none and caps it at 0.5
+	if jitter == 0 {
 		jitter = 0.1
-	case jitter < 0:
-		jitter = 0
-	case jitter > 0.5:
-		jitter = 0.5
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
@@ -115,8 +117,8 @@ func New(cfg Config, targets TargetSource, submit Submitter, reg Registry) *Poll
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Poller{
-		interval:  max(cfg.Interval, 0),
-		jitter:    jitter,
+		interval:  interval,
+		wait:      backoff.Policy{Base: interval, Max: interval, Jitter: jitter, MaxRetryAfter: maxRetryAfter},
 		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
 		digests:   cfg.Digests,

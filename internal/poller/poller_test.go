@@ -734,7 +734,40 @@ func TestLookUpErrors(t *testing.T) {
 				}
 				next, _ := r.p.NextPoll("app")
 				if d := next.Sub(time.Now()); d < 54*time.Second {
-					t.Errorf("next check after an error in %v, want about an interval", d)
+					t.Errorf("next check after an error in %v, want no sooner than about an interval", d)
+				}
+			})
+		})
+	}
+}
+
+// TestFailedLookUpWaitsForTheRegistry: after a failed look-up the next check
+// is an interval away, or when the registry client said it will ask the
+// registry again (a Retry-After, its backoff, rate-limit pacing), capped at
+// a day.
+func TestFailedLookUpWaitsForTheRegistry(t *testing.T) {
+	tests := []struct {
+		name  string
+		until time.Duration // WaitError.Until from now; 0 for another error
+		want  time.Duration
+	}{
+		{"not found", 0, time.Minute},
+		{"retry after two hours", 2 * time.Hour, 2 * time.Hour},
+		{"backoff shorter than the interval", 30 * time.Second, 30 * time.Second},
+		{"retry after two days", 48 * time.Hour, 24 * time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, Config{Jitter: -1}, target("app", repoApp, digestA, imageA))
+				err := fmt.Errorf("head x: %w", registry.ErrNotFound)
+				if tt.until != 0 {
+					err = &registry.WaitError{Registry: "ghcr.io", Until: time.Now().Add(tt.until), Err: registry.ErrRateLimited}
+				}
+				r.reg.fail(err)
+				r.round()
+				if next, _ := r.p.NextPoll("app"); next.Sub(time.Now()) != tt.want {
+					t.Errorf("next check in %v, want %v", next.Sub(time.Now()), tt.want)
 				}
 			})
 		})

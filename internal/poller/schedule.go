@@ -2,8 +2,8 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -21,6 +21,9 @@ const (
 	maxSpread = 10 * time.Second
 	// maxRefresh is how often the target list is re-read at least.
 	maxRefresh = 10 * time.Second
+	// maxRetryAfter caps how long a failed look-up's ref waits for the
+	// registry, so that a bogus Retry-After cannot silence it for good.
+	maxRetryAfter = 24 * time.Hour
 )
 
 // ref is one image reference (repo:tag) that targets follow: one schedule,
@@ -173,14 +176,23 @@ func (p *Poller) start(ctx context.Context, r *ref, reuse *registry.Descriptor) 
 }
 
 // finish ends a check of r. After a look-up, the next check is an interval
-// away, counted from when the deploys the check asked for ended; then the
-// loop is woken.
-func (p *Poller) finish(r *ref, lookedUp bool) {
+// away, counted from when the deploys the check asked for ended, or, after
+// a failed one, as long as the registry client will refuse (see
+// Poller.wait); then the loop is woken.
+func (p *Poller) finish(r *ref, lookedUp bool, err error) {
 	now := time.Now()
 	p.mu.Lock()
 	r.inFlight = false
-	if next := now.Add(p.jittered()); lookedUp && r.next.Before(next) {
-		r.next = next
+	if lookedUp {
+		var wait time.Duration
+		if err != nil {
+			wait = p.wait.Delay(r.failures, retryAfter(err, now))
+		} else {
+			wait = p.jittered()
+		}
+		if next := now.Add(wait); r.next.Before(next) {
+			r.next = next
+		}
 	}
 	p.mu.Unlock()
 	select {
@@ -189,19 +201,25 @@ func (p *Poller) finish(r *ref, lookedUp bool) {
 	}
 }
 
+// retryAfter is how long the registry client said it refuses to ask the
+// registry again (a Retry-After, its own backoff, rate-limit pacing); 0
+// when it did not say.
+func retryAfter(err error, now time.Time) time.Duration {
+	var we *registry.WaitError
+	if !errors.As(err, &we) {
+		return 0
+	}
+	return we.Until.Sub(now)
+}
+
 // fresh reports whether r's last look-up may be reused at now.
 func (p *Poller) fresh(r *ref, now time.Time) bool {
 	return !r.at.IsZero() && now.Sub(r.at) < p.shareWindow()
 }
 
-// jittered returns the interval, spread by ±jitter.
-func (p *Poller) jittered() time.Duration {
-	if p.jitter == 0 {
-		return p.interval
-	}
-	f := 1 + p.jitter*(2*rand.Float64()-1)
-	return time.Duration(float64(p.interval) * f)
-}
+// jittered returns the interval, spread by ±jitter: the wait after no
+// failure.
+func (p *Poller) jittered() time.Duration { return p.wait.Delay(0, 0) }
 
 func (p *Poller) shareWindow() time.Duration  { return min(maxShare, p.interval/2) }
 func (p *Poller) spreadWindow() time.Duration { return min(maxSpread, p.interval/10) }
