@@ -25,8 +25,8 @@ var errNoDigest = errors.New("registry answered without a digest")
 // does not run the digest. It ends when the deploys it asked for end, so
 // that no later check asks again while they run.
 func (p *Poller) check(ctx context.Context, r *ref, names []string, reuse *registry.Descriptor) {
-	var err error // the look-up's
-	defer func() { p.finish(r, reuse == nil, err) }()
+	var lookErr error
+	defer func() { p.finish(r, reuse == nil, lookErr) }()
 	lookCtx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 
@@ -34,12 +34,12 @@ func (p *Poller) check(ctx context.Context, r *ref, names []string, reuse *regis
 	if reuse != nil {
 		desc = *reuse
 	} else {
-		desc, err = p.lookUp(lookCtx, r)
+		desc, lookErr = p.lookUp(lookCtx, r)
 		if lookCtx.Err() != nil {
-			return // shutting down: no verdict
+			return // shutting down, or the registry hung: no verdict
 		}
-		if err != nil {
-			p.metrics.PollChecks.WithLabelValues(outcome(err)).Add(float64(len(names)))
+		if lookErr != nil {
+			p.metrics.PollChecks.WithLabelValues(outcome(lookErr)).Add(float64(len(names)))
 			return
 		}
 	}

@@ -5,7 +5,10 @@
 // delivery's request), and once at start-up to catch up on what happened
 // while hookd was down, it asks the registry for the tag's current digest
 // with one HEAD request and submits a deploy request with trigger "poll"
-// for every target following it that does not run that digest.
+// for every target following it that does not run that digest. A check
+// ends when the deploys it asked for end, so a slow deploy is asked for
+// once; after a failed look-up the reference waits as long as the registry
+// client says it will refuse to ask.
 //
 // A check of an unchanged tag costs one HEAD (plus a token request when the
 // registry wants one): no manifest body, no layer. When only the index digest

@@ -59,8 +59,8 @@ func (f *fakeTargets) update(name string, change func(*deploy.Target)) {
 
 // fakeSubmitter stands in for the deployer: it records requests, answers
 // with one job per named target (or per target following the request's
-// repository and tag) and ends each job at once with status (default
-// succeeded). Like the deployer's, a succeeded deploy makes the target run
+// repository and tag) and ends each job with status (default succeeded), at
+// once or when hold is closed. Like the deployer's, a succeeded deploy makes the target run
 // the digest; a rolled-back one leaves it and reports the digest as
 // RolledBack.
 type fakeSubmitter struct {
@@ -70,7 +70,7 @@ type fakeSubmitter struct {
 	jobs    map[string]deploy.Job
 	err     error
 	status  deploy.Status
-	waits   int
+	hold    chan struct{} // when set, jobs run until it is closed
 }
 
 func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
@@ -113,13 +113,20 @@ func (f *fakeSubmitter) Submit(_ context.Context, req deploy.Request) ([]deploy.
 	return jobs, nil
 }
 
-func (f *fakeSubmitter) WaitJob(_ context.Context, id string) (deploy.Job, error) {
+func (f *fakeSubmitter) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.waits++
 	j, ok := f.jobs[id]
+	hold := f.hold
+	f.mu.Unlock()
 	if !ok {
 		return deploy.Job{}, fmt.Errorf("job %q: %w", id, deploy.ErrJobNotFound)
+	}
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return j, ctx.Err()
+		}
 	}
 	return j, nil
 }
@@ -431,21 +438,73 @@ func TestFailedDeployIsRetried(t *testing.T) {
 	})
 }
 
-// TestCheckWaitsForItsDeploys: a check ends when the jobs it created end,
-// so no second request is made while a deploy runs.
+// TestCheckWaitsForItsDeploys: a check ends when the jobs it created end, so
+// no second request is made while a deploy runs, however long it takes; the
+// next check is an interval after it ended.
 func TestCheckWaitsForItsDeploys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t, Config{}, target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestA, imageA))
+		r := newRig(t, Config{Jitter: -1}, target("a1", repoApp, digestA, imageA), target("a2", repoApp, digestA, imageA))
 		r.reg.set(refApp, digestB, imageB)
-		r.round()
+		r.submit.status = deploy.StatusFailed // the targets keep running A
+		r.submit.hold = make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.p.Run(ctx) }()
+
+		time.Sleep(5 * time.Minute) // deploys that take five intervals
+		synctest.Wait()
 		if got := len(r.submit.requests()); got != 2 {
-			t.Fatalf("requests = %d, want 2", got)
+			t.Errorf("requests while the deploys run = %d, want 2 (one per target)", got)
 		}
-		r.submit.mu.Lock()
-		waits := r.submit.waits
-		r.submit.mu.Unlock()
-		if waits != 2 {
-			t.Errorf("jobs waited for = %d, want 2", waits)
+		if got := r.reg.headCount(refApp); got != 1 {
+			t.Errorf("HEADs while the deploys run = %d, want 1", got)
+		}
+
+		close(r.submit.hold)
+		synctest.Wait()
+		if got := len(r.submit.requests()); got != 2 {
+			t.Errorf("requests as the deploys end = %d, want still 2", got)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := len(r.submit.requests()); got != 4 {
+			t.Errorf("requests an interval after the failed deploys ended = %d, want 4 (both again)", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	})
+}
+
+// TestTargetJoiningDuringACheck: a target that begins following a ref while
+// its check waits for a deploy is judged once that check ends.
+func TestTargetJoiningDuringACheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, target("a1", repoApp, digestA, imageA))
+		r.reg.set(refApp, digestB, imageB)
+		r.submit.hold = make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.p.Run(ctx) }()
+		synctest.Wait()
+
+		r.targets.set(append(r.targets.Targets(), target("a3", repoApp, digestA, imageA))...)
+		time.Sleep(20 * time.Second)
+		synctest.Wait()
+		if reqs := r.submit.requests(); len(reqs) != 1 {
+			t.Errorf("requests while a1's deploy runs = %+v, want only a1's", reqs)
+		}
+
+		close(r.submit.hold)
+		synctest.Wait()
+		reqs := r.submit.requests()
+		if len(reqs) != 2 || reqs[1].Target != "a3" || reqs[1].Digest != digestB {
+			t.Errorf("requests after a1's deploy = %+v, want a second one for a3 with %s", reqs, digestB)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v, want nil", err)
 		}
 	})
 }
