@@ -124,8 +124,8 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		return err
 	}
 
-	// Webhook requests go through the poller (when polling is on) so that
-	// deliveries naming a target push its next registry check back.
+	// Webhook requests go straight to the deployer; the poller learns of
+	// them from the targets' LastWebhook.
 	var (
 		submitter webhook.Submitter = dep
 		poll      *poller.Poller
@@ -138,7 +138,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			Logger:   logger.With("component", "poller"),
 			Digests:  st,
 		}, dep, dep, regClient)
-		submitter, apiPoller = poll, poll
+		apiPoller = poll
 	} else {
 		logger.Info("polling off (HOOKD_POLL_INTERVAL=0): only webhooks and the API trigger deploys")
 	}

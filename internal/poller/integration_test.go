@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/dockertest"
 	"github.com/and3rn3t/hookd/internal/metrics"
@@ -48,6 +49,10 @@ func (s *recordingSubmitter) Submit(ctx context.Context, req deploy.Request) ([]
 	s.at = append(s.at, time.Now())
 	s.mu.Unlock()
 	return s.next.Submit(ctx, req)
+}
+
+func (s *recordingSubmitter) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
+	return s.next.WaitJob(ctx, id)
 }
 
 func (s *recordingSubmitter) requests() ([]deploy.Request, []time.Time) {

@@ -1,33 +1,33 @@
-// Package poller is hookd's fallback for lost webhooks. For every target it
-// keeps a timer that webhooks naming the target push back; when a target has
-// heard nothing for the poll interval (and once at start-up, to catch up on
-// what happened while hookd was down) it asks the registry for the tag's
-// current digest with a HEAD request and submits a deploy request with
-// trigger "poll" when the target does not run it.
+// Package poller is hookd's fallback for lost webhooks. It keeps one
+// schedule per image reference (repo:tag) that targets follow. When the
+// targets following a reference have heard no webhook for the poll
+// interval (the deployer stamps Target.LastWebhook when it accepts a
+// delivery's request), and once at start-up to catch up on what happened
+// while hookd was down, it asks the registry for the tag's current digest
+// with one HEAD request and submits a deploy request with trigger "poll"
+// for every target following it that does not run that digest. A check
+// ends when the deploys it asked for end, so a slow deploy is asked for
+// once; after a failed look-up the reference waits as long as the registry
+// client says it will refuse to ask.
 //
 // A check of an unchanged tag costs one HEAD (plus a token request when the
 // registry wants one): no manifest body, no layer. When only the index digest
 // of a multi-arch tag changed but this host's image did not (an
 // attestation-only rebuild), nothing is submitted and the new index digest
-// is remembered, so the next check is a single HEAD again. A digest the
-// poller has submitted once, or whose deploy the target rolled back however
-// it was asked for, is not submitted by poll again, so a bad image that was
-// rolled back is not retried in a loop.
+// is remembered, so the next check is a single HEAD again. A digest whose
+// deploy the target rolled back is left alone: the deployer would refuse it.
 package poller
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"log/slog"
-	"math/rand/v2"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/and3rn3t/hookd/internal/backoff"
+	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/registry"
 )
@@ -37,9 +37,12 @@ type TargetSource interface {
 	Targets() []deploy.Target
 }
 
-// Submitter queues deploy requests. *deployer.Deployer satisfies it.
+// Submitter queues deploy requests and says when their jobs end.
+// *deployer.Deployer satisfies it.
 type Submitter interface {
 	Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error)
+	// WaitJob blocks until the job is final or ctx is done.
+	WaitJob(ctx context.Context, id string) (deploy.Job, error)
 }
 
 // Registry looks up digests. *registry.Client satisfies it.
@@ -62,7 +65,7 @@ type DigestStore interface {
 // Config tunes a Poller. Zero values select the defaults.
 type Config struct {
 	// Interval is how long a target must have been silent (no webhook
-	// naming it) before the registry is asked. 0 turns polling off.
+	// asking for it) before the registry is asked. 0 turns polling off.
 	Interval time.Duration
 	// Jitter spreads the checks by ±Jitter·Interval (default 0.1, at most
 	// 0.5); a negative value turns jitter off.
@@ -71,98 +74,44 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// Now defaults to time.Now. Timers run on real time, so a replacement
-	// must advance with it.
-	Now func() time.Time
 	// Digests, when set, keeps the digests each target last accepted as
-	// unchanged and last submitted across restarts.
+	// unchanged across restarts.
 	Digests DigestStore
 }
 
-const (
-	// maxShare is the longest a HEAD result is reused for other targets
-	// following the same repo:tag (half the interval when that is shorter).
-	maxShare = 5 * time.Second
-	// maxSpread bounds the window over which the first checks of newly seen
-	// targets are spread (a tenth of the interval when that is shorter).
-	maxSpread = 10 * time.Second
-	// maxRefresh is how often the target list is re-read at least.
-	maxRefresh = 10 * time.Second
-	// checkTimeout bounds one registry check.
-	checkTimeout = time.Minute
-	// platformCacheSize bounds the remembered ref@digest → config digest
-	// resolutions (they never change, so any entry stays valid).
-	platformCacheSize = 128
-)
-
 // Poller schedules the registry checks. Create it with New, start it with
-// Run, and put its Submit between the webhook handler and the deployer.
+// Run.
 type Poller struct {
 	interval time.Duration
-	jitter   float64
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	now      func() time.Time
-	digests  DigestStore
-	targets  TargetSource
-	submit   Submitter
-	reg      Registry
+	// wait is the rule for a ref's wait between checks: the interval,
+	// jittered, or after a failed look-up what the registry client said it
+	// will refuse for (capped at a day). It does not double per failure:
+	// the client's per-registry backoff does, and doubling here as well
+	// would compound the two.
+	wait    backoff.Policy
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	digests DigestStore
+	targets TargetSource
+	submit  Submitter
+	reg     Registry
 
 	running atomic.Bool
 	wake    chan struct{} // a check finished: recompute the schedule
 	wg      sync.WaitGroup
 
-	mu          sync.Mutex
-	entries     map[string]*entry    // by target name
-	memory      map[string]*memory   // by target name + "|" + repo:tag; survives a target vanishing
-	refs        map[string]*refState // by repo:tag
-	platforms   map[string]platform  // by repo:tag@digest
-	lastRefresh time.Time            // zero until the first refresh
-}
-
-// entry is the schedule of one target.
-type entry struct {
-	target   deploy.Target
-	ref      string // repo:tag
-	next     time.Time
-	inFlight bool
-	mem      *memory
-}
-
-// memory is what the poller knows about one target following one ref.
-type memory struct {
-	key       string
-	loaded    bool
-	good      string // digest last judged to be what the target runs
-	attempted string // digest last submitted by poll
-}
-
-// platform is what a digest resolved to for this host. Both outcomes are
-// permanent: a digest's content never changes.
-type platform struct {
-	config string
-	err    error // wraps registry.ErrNoPlatform
-}
-
-// refState is shared by the targets following one repo:tag.
-type refState struct {
-	inFlight bool
-	desc     registry.Descriptor
-	at       time.Time // when desc was fetched; zero when none
-	fails    int       // consecutive failed look-ups
+	mu        sync.Mutex
+	refs      map[string]*ref     // by repo:tag
+	platforms map[string]platform // by repo:tag@digest
 }
 
 // New returns a Poller that reads targets from targets, submits to submit and
 // looks digests up in reg. It does nothing until Run.
 func New(cfg Config, targets TargetSource, submit Submitter, reg Registry) *Poller {
-	jitter := cfg.Jitter
-	switch {
-	case jitter == 0:
+	interval := max(cfg.Interval, 0)
+	jitter := cfg.Jitter // the policy takes a negative one as none and caps it at 0.5
+	if jitter == 0 {
 		jitter = 0.1
-	case jitter < 0:
-		jitter = 0
-	case jitter > 0.5:
-		jitter = 0.5
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
@@ -170,31 +119,25 @@ func New(cfg Config, targets TargetSource, submit Submitter, reg Registry) *Poll
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	return &Poller{
-		interval:  max(cfg.Interval, 0),
-		jitter:    jitter,
+		interval:  interval,
+		wait:      backoff.Policy{Base: interval, Max: interval, Jitter: jitter, MaxRetryAfter: maxRetryAfter},
 		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
-		now:       cfg.Now,
 		digests:   cfg.Digests,
 		targets:   targets,
 		submit:    submit,
 		reg:       reg,
 		wake:      make(chan struct{}, 1),
-		entries:   make(map[string]*entry),
-		memory:    make(map[string]*memory),
-		refs:      make(map[string]*refState),
+		refs:      make(map[string]*ref),
 		platforms: make(map[string]platform),
 	}
 }
 
-// Run checks every target once soon after start-up (spread over a few
-// seconds), then whenever a target has been silent for the interval. It
-// returns nil once ctx is done and every check has finished, at once when
-// polling is off, and an error when called twice.
+// Run checks every image reference once soon after start-up (spread over a
+// few seconds), then whenever its targets have been silent for the
+// interval. It returns nil once ctx is done and every check has finished, at
+// once when polling is off, and an error when called twice.
 func (p *Poller) Run(ctx context.Context) error {
 	if p.interval <= 0 {
 		p.log.Info("registry polling off")
@@ -210,7 +153,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		wakeAt := p.tick(ctx)
-		timer.Reset(max(wakeAt.Sub(p.now()), time.Millisecond))
+		timer.Reset(max(time.Until(wakeAt), time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -218,57 +161,6 @@ func (p *Poller) Run(ctx context.Context) error {
 		case <-p.wake:
 		}
 	}
-}
-
-// Submit forwards req to the deployer. A webhook request first pushes back
-// the poll timers of the targets following its repository and tag, and of
-// the targets it created jobs for: while deliveries keep arriving, the
-// registry is not asked. When the deployer refuses the request, timers it
-// pushed back are restored, so the poll still catches up. Errors are the
-// deployer's.
-func (p *Poller) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
-	if req.Trigger != deploy.TriggerWebhook || p.interval <= 0 {
-		return p.submit.Submit(ctx, req)
-	}
-	// Match the way the deployer does: normalised repository, default tag.
-	var repo string
-	if r, err := deploy.ParseRef(req.Repository); err == nil && req.Repository != "" {
-		repo = r.Repository()
-	}
-	tag := req.Tag
-	if tag == "" {
-		tag = deploy.DefaultTag
-	}
-	next := p.now().Add(p.jittered())
-
-	p.mu.Lock()
-	pushed := make(map[string]time.Time)
-	for name, e := range p.entries {
-		if repo != "" && e.target.Image == repo && e.target.Tag == tag {
-			pushed[name] = e.next
-			e.next = next
-		}
-	}
-	p.mu.Unlock()
-
-	jobs, err := p.submit.Submit(ctx, req)
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err != nil {
-		for name, was := range pushed {
-			if e, ok := p.entries[name]; ok && e.next.Equal(next) {
-				e.next = was
-			}
-		}
-		return jobs, err
-	}
-	for _, j := range jobs {
-		if e, ok := p.entries[j.Target]; ok && e.next.Before(next) {
-			e.next = next
-		}
-	}
-	return jobs, nil
 }
 
 // NextPoll returns when target is due to be checked next; false when polling
@@ -279,492 +171,10 @@ func (p *Poller) NextPoll(target string) (time.Time, bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e, ok := p.entries[target]
-	if !ok {
-		return time.Time{}, false
-	}
-	return e.next, true
-}
-
-// jittered returns the interval, spread by ±jitter.
-func (p *Poller) jittered() time.Duration {
-	if p.jitter == 0 {
-		return p.interval
-	}
-	f := 1 + p.jitter*(2*rand.Float64()-1)
-	return time.Duration(float64(p.interval) * f)
-}
-
-func (p *Poller) shareWindow() time.Duration  { return min(maxShare, p.interval/2) }
-func (p *Poller) spreadWindow() time.Duration { return min(maxSpread, p.interval/10) }
-func (p *Poller) refreshEvery() time.Duration { return min(maxRefresh, p.interval) }
-
-// tick refreshes the target list when due, starts the checks that are due
-// and returns when it wants to run again.
-func (p *Poller) tick(ctx context.Context) time.Time {
-	now := p.now()
-	p.mu.Lock()
-	refresh := p.lastRefresh.IsZero() || now.Sub(p.lastRefresh) >= p.refreshEvery()
-	p.mu.Unlock()
-	if refresh {
-		p.refresh(ctx, now)
-	}
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	due := make(map[string][]string) // ref → target names
-	for name, e := range p.entries {
-		if e.inFlight || e.next.After(now) || p.refs[e.ref] != nil && p.refs[e.ref].inFlight {
-			continue
-		}
-		due[e.ref] = append(due[e.ref], name)
-	}
-	// Targets following a ref that is checked now join when they would be
-	// due shortly anyway: one look-up serves them all, and afterwards they
-	// share one schedule.
-	for name, e := range p.entries {
-		names, ok := due[e.ref]
-		if ok && !e.inFlight && e.next.After(now) && e.next.Sub(now) <= p.shareWindow() {
-			due[e.ref] = append(names, name)
+	for _, r := range p.refs {
+		if r.follows(target) {
+			return r.next, true
 		}
 	}
-	for ref, names := range due {
-		slices.Sort(names) // deterministic order of requests and logs
-		rs := p.refs[ref]
-		if rs == nil {
-			rs = &refState{}
-			p.refs[ref] = rs
-		}
-		rs.inFlight = true
-		for _, n := range names {
-			p.entries[n].inFlight = true
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			p.check(ctx, ref, names)
-		}()
-	}
-
-	wakeAt := p.lastRefresh.Add(p.refreshEvery())
-	for _, e := range p.entries {
-		if e.inFlight || p.refs[e.ref] != nil && p.refs[e.ref].inFlight {
-			continue // the check's end wakes the loop
-		}
-		if e.next.Before(wakeAt) {
-			wakeAt = e.next
-		}
-	}
-	return wakeAt
-}
-
-// refresh re-reads the targets: new ones get a first check soon, spread
-// over a few seconds per repo:tag; vanished ones are dropped.
-func (p *Poller) refresh(ctx context.Context, now time.Time) {
-	list := p.targets.Targets()
-
-	// Load what the store remembers for targets not seen before, outside
-	// the lock: it is I/O.
-	p.mu.Lock()
-	var load []*memory
-	for _, t := range list {
-		key := memKey(t)
-		if m, ok := p.memory[key]; !ok {
-			m = &memory{key: key}
-			p.memory[key] = m
-			load = append(load, m)
-		}
-	}
-	p.mu.Unlock()
-	for _, m := range load {
-		good, attempted := p.loadMemory(ctx, m.key)
-		p.mu.Lock()
-		if !m.loaded {
-			m.good, m.attempted, m.loaded = good, attempted, true
-		}
-		p.mu.Unlock()
-	}
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.lastRefresh = now
-	seen := make(map[string]bool, len(list))
-	var fresh []*entry
-	for _, t := range list {
-		seen[t.Name] = true
-		ref := t.Image + ":" + t.Tag
-		e, ok := p.entries[t.Name]
-		if ok && e.ref == ref {
-			e.target = t
-			continue
-		}
-		// New, or now following another ref: its own schedule starts over.
-		e = &entry{target: t, ref: ref, mem: p.memory[memKey(t)]}
-		if ok && p.entries[t.Name].inFlight {
-			e.inFlight = true // the running check clears it
-		}
-		p.entries[t.Name] = e
-		fresh = append(fresh, e)
-	}
-	for name := range p.entries {
-		if !seen[name] {
-			delete(p.entries, name)
-		}
-	}
-	// Forget memory and look-ups nobody follows any more, so the maps stay
-	// as small as the target list. A target that vanishes only for a
-	// recreate is kept: the deployer lists it while it swaps it.
-	following := make(map[string]bool)
-	for _, e := range p.entries {
-		following[e.ref] = true
-	}
-	for ref, rs := range p.refs {
-		if !following[ref] && !rs.inFlight {
-			delete(p.refs, ref)
-		}
-	}
-	if len(p.memory) > 4*len(p.entries)+16 {
-		for key := range p.memory {
-			if !p.isFollowedLocked(key) {
-				delete(p.memory, key)
-			}
-		}
-	}
-
-	// Spread the first checks: one slot per distinct ref, in list order.
-	var order []string
-	slot := make(map[string]int)
-	for _, e := range fresh {
-		if _, ok := slot[e.ref]; !ok {
-			slot[e.ref] = len(order)
-			order = append(order, e.ref)
-		}
-	}
-	for _, e := range fresh {
-		e.next = now.Add(p.spreadWindow() * time.Duration(slot[e.ref]) / time.Duration(len(order)))
-	}
-}
-
-func (p *Poller) isFollowedLocked(key string) bool {
-	for _, e := range p.entries {
-		if e.mem != nil && e.mem.key == key {
-			return true
-		}
-	}
-	return false
-}
-
-func memKey(t deploy.Target) string { return t.Name + "|" + t.Image + ":" + t.Tag }
-
-// Store keys: "poll/<target>|<repo>:<tag>/good" and ".../attempted".
-func storeKey(memKey, kind string) string { return "poll/" + memKey + "/" + kind }
-
-func (p *Poller) loadMemory(ctx context.Context, key string) (good, attempted string) {
-	if p.digests == nil {
-		return "", ""
-	}
-	var err error
-	if good, err = p.digests.Digest(ctx, storeKey(key, kindGood)); err != nil {
-		p.log.Warn("read remembered digest failed", "key", key, "err", err)
-	}
-	if attempted, err = p.digests.Digest(ctx, storeKey(key, kindAttempted)); err != nil {
-		p.log.Warn("read remembered digest failed", "key", key, "err", err)
-	}
-	return good, attempted
-}
-
-// Kinds of digest a memory keeps.
-const (
-	kindGood      = "good"
-	kindAttempted = "attempted"
-)
-
-// remember sets mem's digest of kind and keeps it across restarts.
-func (p *Poller) remember(ctx context.Context, mem *memory, kind, digest string) {
-	p.mu.Lock()
-	if kind == kindGood {
-		mem.good = digest
-	} else {
-		mem.attempted = digest
-	}
-	p.mu.Unlock()
-	if p.digests == nil {
-		return
-	}
-	if err := p.digests.PutDigest(ctx, storeKey(mem.key, kind), digest); err != nil {
-		p.log.Warn("remember digest failed", "key", mem.key, "err", err)
-	}
-}
-
-// verdict is the outcome of one check for one target.
-type verdict struct {
-	name    string
-	target  deploy.Target
-	mem     *memory
-	outcome string
-}
-
-// check looks ref up once and decides for every target in names.
-func (p *Poller) check(ctx context.Context, ref string, names []string) {
-	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	defer cancel()
-	defer p.finish(ref, names)
-
-	desc, err := p.head(ctx, ref)
-	if ctx.Err() != nil {
-		return // shutting down: no verdict
-	}
-
-	p.mu.Lock()
-	vs := make([]verdict, 0, len(names))
-	for _, n := range names {
-		if e, ok := p.entries[n]; ok && e.ref == ref {
-			vs = append(vs, verdict{name: n, target: e.target, mem: e.mem})
-		}
-	}
-	p.mu.Unlock()
-
-	if err != nil {
-		outcome := p.lookupFailed(ref, err)
-		for range vs {
-			p.metrics.PollChecks.WithLabelValues(outcome).Inc()
-		}
-		return
-	}
-	if desc.Digest == "" {
-		// Never compare against "": it would match a target whose running
-		// digest is unknown.
-		p.log.Warn("registry answered without a digest", "image", ref)
-		for range vs {
-			p.metrics.PollChecks.WithLabelValues(metrics.PollError).Inc()
-		}
-		return
-	}
-	p.lookupOK(ref)
-
-	for i := range vs {
-		vs[i].outcome = p.judge(ctx, ref, desc.Digest, vs[i].target, vs[i].mem)
-		if vs[i].outcome != metrics.PollChanged {
-			p.metrics.PollChecks.WithLabelValues(vs[i].outcome).Inc()
-		}
-	}
-	for _, v := range vs {
-		if v.outcome == metrics.PollChanged {
-			p.metrics.PollChecks.WithLabelValues(metrics.PollChanged).Inc()
-			p.deploy(ctx, v, desc.Digest)
-		}
-	}
-}
-
-// finish ends a check: the targets get their next time (one for all of
-// them, so that they keep sharing look-ups) and the loop is woken.
-func (p *Poller) finish(ref string, names []string) {
-	next := p.now().Add(p.jittered())
-	p.mu.Lock()
-	if rs := p.refs[ref]; rs != nil {
-		rs.inFlight = false
-	}
-	for _, n := range names {
-		if e, ok := p.entries[n]; ok {
-			e.inFlight = false
-			if e.ref == ref && e.next.Before(next) {
-				e.next = next
-			}
-		}
-	}
-	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// head returns ref's current descriptor, reusing a look-up made within the
-// share window.
-func (p *Poller) head(ctx context.Context, ref string) (registry.Descriptor, error) {
-	p.mu.Lock()
-	rs := p.refs[ref]
-	if rs != nil && !rs.at.IsZero() && p.now().Sub(rs.at) < p.shareWindow() {
-		desc := rs.desc
-		p.mu.Unlock()
-		return desc, nil
-	}
-	p.mu.Unlock()
-
-	desc, err := p.reg.Head(ctx, ref)
-	if err != nil {
-		return registry.Descriptor{}, fmt.Errorf("look up %s: %w", ref, err)
-	}
-	p.mu.Lock()
-	if rs := p.refs[ref]; rs != nil {
-		rs.desc, rs.at = desc, p.now()
-	}
-	p.mu.Unlock()
-	return desc, nil
-}
-
-// judge decides whether target must be deployed for digest. It returns
-// metrics.PollUnchanged, PollChanged, PollError or PollRateLimited.
-func (p *Poller) judge(ctx context.Context, ref, digest string, t deploy.Target, mem *memory) string {
-	p.mu.Lock()
-	good, attempted := mem.good, mem.attempted
-	p.mu.Unlock()
-	log := p.log.With("target", t.Name, "image", ref, "digest", digest)
-	switch digest {
-	case t.Digest, good:
-		log.Debug("digest unchanged")
-		return metrics.PollUnchanged
-	case attempted:
-		// Submitted once already: if it is not running, it failed or was
-		// rolled back. Only a new digest, a webhook or a manual deploy
-		// tries again.
-		log.Debug("digest already submitted by poll, not retried")
-		return metrics.PollUnchanged
-	case t.RolledBack:
-		// A deploy of it (a webhook's, say) was rolled back: polling would
-		// only roll it back again. Remembered as attempted, so that this
-		// holds across restarts.
-		log.Info("digest was rolled back on this target; poll does not retry it")
-		p.remember(ctx, mem, kindAttempted, digest)
-		return metrics.PollUnchanged
-	}
-
-	config, cached, err := p.platform(ctx, ref+"@"+digest)
-	switch {
-	case err == nil:
-	case isRateLimited(err):
-		log.Debug("platform look-up refused", "err", err)
-		return metrics.PollRateLimited
-	case cached:
-		// Reported when it was first seen; it stays so until the tag moves.
-		log.Debug("platform look-up failed", "err", err)
-		return metrics.PollError
-	default:
-		log.Warn("platform look-up failed", "err", err)
-		return metrics.PollError
-	}
-	if t.ImageID != "" && config == t.ImageID {
-		// The index changed (attestations, another platform) but not this
-		// host's image: nothing to pull. Remembering the digest makes the
-		// next check a single HEAD.
-		log.Debug("index digest changed, image unchanged")
-		p.remember(ctx, mem, kindGood, digest)
-		return metrics.PollUnchanged
-	}
-	return metrics.PollChanged
-}
-
-// platform resolves ref@digest to the config digest of this host's image.
-// Answers that cannot change (the digest's content is fixed) are remembered:
-// the config digest, or that the index has no manifest for this platform;
-// cached reports whether the answer came from memory.
-func (p *Poller) platform(ctx context.Context, ref string) (config string, cached bool, err error) {
-	p.mu.Lock()
-	pl, ok := p.platforms[ref]
-	p.mu.Unlock()
-	if ok {
-		return pl.config, true, pl.err
-	}
-	_, config, err = p.reg.Platform(ctx, ref)
-	if err != nil {
-		err = fmt.Errorf("resolve platform of %s: %w", ref, err)
-		if !errors.Is(err, registry.ErrNoPlatform) {
-			return "", false, err
-		}
-	}
-	p.mu.Lock()
-	if len(p.platforms) >= platformCacheSize {
-		clear(p.platforms)
-	}
-	p.platforms[ref] = platform{config: config, err: err}
-	p.mu.Unlock()
-	return config, false, err
-}
-
-// deploy submits the new digest for one target and remembers it, so that
-// it is not submitted by poll again.
-func (p *Poller) deploy(ctx context.Context, v verdict, digest string) {
-	now := p.now()
-	req := deploy.Request{
-		Repository: v.target.Image,
-		Tag:        v.target.Tag,
-		Digest:     digest,
-		Target:     v.name,
-		Trigger:    deploy.TriggerPoll,
-		ID:         "poll-" + strconv.FormatInt(now.Unix(), 10) + "-" + v.name,
-		ReceivedAt: now,
-	}
-	log := p.log.With("target", v.name, "image", v.target.Image+":"+v.target.Tag, "digest", digest)
-	log.Info("new digest found by poll")
-	jobs, err := p.submit.Submit(ctx, req)
-	if err != nil {
-		// Not remembered: the next check tries again.
-		log.Warn("submit polled digest failed", "err", err)
-		return
-	}
-	p.remember(ctx, v.mem, kindAttempted, digest)
-	for _, j := range jobs {
-		log.Debug("poll job queued", "job_id", j.ID)
-	}
-}
-
-// lookupFailed records a failed look-up of ref and returns its outcome. A
-// registry that stays down is reported once per backoff step, not per tick:
-// a failure that started a backoff warns, the refusals while it lasts are
-// debug, and failures the client does not back off from (not found,
-// unauthorised) warn on the first and then at every doubling of the count.
-func (p *Poller) lookupFailed(ref string, err error) string {
-	p.mu.Lock()
-	fails := 1
-	if rs := p.refs[ref]; rs != nil {
-		rs.fails++
-		fails = rs.fails
-	}
-	p.mu.Unlock()
-	outcome := metrics.PollError
-	if isRateLimited(err) {
-		outcome = metrics.PollRateLimited
-	}
-	switch {
-	case isRefused(err):
-		p.log.Debug("registry look-up held back", "image", ref, "err", err)
-	case startedBackoff(err), fails&(fails-1) == 0: // a new backoff step, or a power of two
-		p.log.Warn("registry look-up failed", "image", ref, "failures", fails, "err", err)
-	default:
-		p.log.Debug("registry look-up failed", "image", ref, "failures", fails, "err", err)
-	}
-	return outcome
-}
-
-func (p *Poller) lookupOK(ref string) {
-	p.mu.Lock()
-	fails := 0
-	if rs := p.refs[ref]; rs != nil {
-		fails, rs.fails = rs.fails, 0
-	}
-	p.mu.Unlock()
-	if fails > 0 {
-		p.log.Info("registry look-up works again", "image", ref, "failures", fails)
-	}
-}
-
-// isRefused reports whether err is the registry client declining to send
-// anything because it is waiting out a Retry-After, a backoff or a
-// rate-limit budget.
-func isRefused(err error) bool {
-	var we *registry.WaitError
-	return errors.As(err, &we) && we.Cause == nil
-}
-
-// isRateLimited reports whether err means "slow down": the client refused
-// to send, or the registry answered 429 or announced an exhausted budget.
-func isRateLimited(err error) bool {
-	return isRefused(err) || errors.Is(err, registry.ErrRateLimited)
-}
-
-// startedBackoff reports whether err is a failure that made the client
-// start (or extend) a backoff: each such failure is one backoff step.
-func startedBackoff(err error) bool {
-	var we *registry.WaitError
-	return errors.As(err, &we) && we.Cause != nil
+	return time.Time{}, false
 }

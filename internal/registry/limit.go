@@ -4,23 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/and3rn3t/hookd/internal/backoff"
 	"github.com/and3rn3t/hookd/internal/metrics"
 )
 
-// Backoff after host-level failures (transport errors, 429, 5xx): 30s,
-// doubling per consecutive failure up to 30m, ±20% jitter so that several
-// hookd instances behind one NAT do not retry in step.
 const (
-	backoffBase   = 30 * time.Second
-	backoffMax    = 30 * time.Minute
-	backoffJitter = 0.2
 	// maxRetryAfter caps a registry's Retry-After, so a bogus header cannot
 	// silence polling for good.
 	maxRetryAfter = 24 * time.Hour
@@ -89,6 +83,9 @@ type limiter struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	// backoff is the wait after host-level failures (transport errors,
+	// 429, 5xx), or the registry's Retry-After.
+	backoff backoff.Policy
 
 	mu    sync.Mutex
 	hosts map[string]*hostState
@@ -145,11 +142,8 @@ func (l *limiter) observe(host string, resp *http.Response) {
 		if code == http.StatusTooManyRequests {
 			st.reason = ErrRateLimited
 		}
-		if d, ok := retryAfter(resp.Header, now); ok {
-			st.until = now.Add(d)
-		} else {
-			st.until = now.Add(backoff(st.failures))
-		}
+		wait, _ := retryAfter(resp.Header, now)
+		st.until = now.Add(l.backoff.Delay(st.failures, wait))
 		l.log.Info("registry backoff", "registry", host, "status", code, "failures", st.failures,
 			"retry_after_seconds", st.until.Sub(now).Seconds())
 	case code < 400:
@@ -220,7 +214,7 @@ func (l *limiter) fail(host string, cause error) *WaitError {
 	now := l.now()
 	st := l.state(host)
 	st.failures++
-	st.until, st.reason = now.Add(backoff(st.failures)), ErrBackoff
+	st.until, st.reason = now.Add(l.backoff.Delay(st.failures, 0)), ErrBackoff
 	l.log.Info("registry backoff", "registry", host, "failures", st.failures,
 		"retry_after_seconds", st.until.Sub(now).Seconds(), "err", cause)
 	return &WaitError{Registry: host, Until: st.until, Err: st.reason, Cause: cause}
@@ -249,16 +243,6 @@ func (l *limiter) setHeadRefused(host string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.state(host).noHead = true
-}
-
-// backoff returns the wait after n consecutive failures.
-func backoff(n int) time.Duration {
-	d := backoffBase
-	for i := 1; i < n && d < backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, backoffMax)
-	return time.Duration(float64(d) * (1 - backoffJitter + 2*backoffJitter*rand.Float64()))
 }
 
 // retryAfter parses a Retry-After header: delay seconds or an HTTP date.

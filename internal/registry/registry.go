@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/and3rn3t/hookd/internal/backoff"
 	"github.com/and3rn3t/hookd/internal/metrics"
 )
 
@@ -99,6 +100,9 @@ func New(cfg Config) *Client {
 		metrics: cfg.Metrics,
 		log:     cfg.Logger,
 		now:     cfg.Now,
+		// 30s, doubling per consecutive failure up to 30m, ±20% so that
+		// several hookd instances behind one NAT do not retry in step.
+		backoff: backoff.Policy{Base: 30 * time.Second, Max: 30 * time.Minute, Jitter: 0.2, MaxRetryAfter: maxRetryAfter},
 		hosts:   map[string]*hostState{},
 	}
 	puller, err := remote.NewPuller(
