@@ -10,20 +10,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/and3rn3t/hookd/internal/containers"
-	"github.com/and3rn3t/hookd/internal/deploy"
-	"github.com/and3rn3t/hookd/internal/store"
 	"github.com/docker/docker/client"
-
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/and3rn3t/hookd/internal/containers"
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
 	"github.com/and3rn3t/hookd/internal/dockertest"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/registry"
+	"github.com/and3rn3t/hookd/internal/store"
 )
 
 // Integration: a real engine, the rig's registry behind a GHCR-style bearer
