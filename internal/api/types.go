@@ -1,11 +1,12 @@
 package api
 
 import (
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
-// The wire types below are the API's contract; the CLI client decodes them.
+// The wire types below are the API's contract; Client decodes them.
 // They are kept apart from the deployer's own types so that a change there
 // does not silently change the API.
 
