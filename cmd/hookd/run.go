@@ -158,22 +158,24 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	if err != nil {
 		return err
 	}
-	apiHandler := api.New(api.Config{Tokens: toBytes(cfg.APITokens), Poller: apiPoller}, dep, logger.With("component", "api"))
 	if len(cfg.APITokens) == 0 {
 		logger.Warn("api disabled: no HOOKD_API_TOKEN configured; /api/v1 answers 404 and the client verbs cannot be used")
 	}
 
-	mainHandler := routes(logger, routeDeps{
-		webhook:   hook,
-		api:       apiHandler,
-		metrics:   metricsHandler(reg, cfg),
-		ready:     dep.Ready,
-		healthy:   dep.Healthy,
-		noMetrics: cfg.MetricsListen != "",
-	})
-	servers := []*http.Server{newServer(cfg.Listen, mainHandler, logger)}
+	surface := routeDeps{
+		webhook:       hook,
+		deployments:   dep,
+		poller:        apiPoller,
+		apiTokens:     toBytes(cfg.APITokens),
+		metrics:       metricsHandler(reg),
+		metricsTokens: toBytes(cfg.MetricsTokens),
+		metricsApart:  cfg.MetricsListen != "",
+		ready:         dep.Ready,
+		healthy:       dep.Healthy,
+	}
+	servers := []*http.Server{newServer(cfg.Listen, routes(logger, surface), logger)}
 	if cfg.MetricsListen != "" {
-		servers = append(servers, newServer(cfg.MetricsListen, metricsRoutes(logger, metricsHandler(reg, cfg)), logger))
+		servers = append(servers, newServer(cfg.MetricsListen, metricsRoutes(logger, surface), logger))
 	}
 	listeners := make([]net.Listener, 0, len(servers))
 	for _, srv := range servers {

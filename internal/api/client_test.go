@@ -20,7 +20,8 @@ const oldTestToken = "s3cret-token-zero"
 // and returns its URL.
 func startAPI(t *testing.T, f *fakeDeployments, p Poller) string {
 	t.Helper()
-	h := New(Config{Tokens: [][]byte{[]byte(testToken), []byte(oldTestToken)}, Poller: p}, f, slog.New(slog.DiscardHandler))
+	h := serveAPI(testConfig{tokens: [][]byte{[]byte(testToken), []byte(oldTestToken)}, poller: p},
+		f, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
