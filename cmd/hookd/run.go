@@ -126,10 +126,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		SelfID:        selfContainerID(),
 	})
 
-	// Webhook requests go through the poller (when polling is on) so that
-	// deliveries naming a target push its next registry check back.
 	var (
-		submitter webhook.Submitter = dep
 		poll      *poller.Poller
 		apiPoller api.Poller // stays a nil interface when polling is off
 	)
@@ -145,16 +142,19 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			Logger:   logger.With("component", "poller"),
 			Digests:  st,
 		}, dep, dep, regClient)
-		submitter, apiPoller = poll, poll
+		apiPoller = poll
 	} else {
 		logger.Info("polling off (HOOKD_POLL_INTERVAL=0): only webhooks and the API trigger deploys")
 	}
 
+	// Deliveries go straight to the deployer. The poller keeps quiet while
+	// they arrive by reading the targets' LastWebhook, not by standing in
+	// their way.
 	hook, err := webhook.NewHandler(webhook.Config{
 		Secrets:      toBytes(cfg.WebhookSecrets),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RegistryHost: cfg.RegistryHost,
-	}, submitter, st, m, logger.With("component", "webhook"))
+	}, dep, st, m, logger.With("component", "webhook"))
 	if err != nil {
 		return err
 	}
