@@ -38,6 +38,11 @@ type DeployConfig struct {
 	// WaitTimeout is the longest "timeout" a deploy with "wait": true may
 	// ask for (default DefaultWaitTimeout).
 	WaitTimeout time.Duration
+	// Stopping is closed when hookd begins to shut down. A deploy waiting
+	// for its jobs then answers at once, 503 with the jobs as they stand,
+	// instead of holding the HTTP shutdown for a deploy the workers are
+	// about to interrupt. Nil never closes.
+	Stopping <-chan struct{}
 }
 
 // Deployments is what the API needs from the deployer.

@@ -544,6 +544,39 @@ func TestDeployWaitTimeout(t *testing.T) {
 	}
 }
 
+// A wait ends as soon as hookd begins to shut down and answers 503 with the
+// jobs as they stand, rather than hold the shutdown until its timeout.
+func TestDeployWaitStopping(t *testing.T) {
+	f := newFake() // no outcome: no job ever finishes
+	stopping := make(chan struct{})
+	h := newTestHandler(t, testConfig{deploy: DeployConfig{Stopping: stopping}}, f)
+	time.AfterFunc(100*time.Millisecond, func() { close(stopping) })
+	start := time.Now()
+	got := do(t, h, http.MethodPost, "/api/v1/deploy", `{"target":"web","wait":true,"timeout":"1m"}`, testToken, "")
+	if got.code != http.StatusServiceUnavailable {
+		t.Fatalf("POST wait during shutdown = %d %s, want 503", got.code, got.body)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("answered after %v, want just after shutdown began", d)
+	}
+	e := decode[ErrorResponse](t, got.body)
+	if !strings.Contains(e.Error, "shutting down") {
+		t.Errorf("error = %q, want it to say hookd is shutting down", e.Error)
+	}
+	if len(e.Jobs) != 1 || e.Jobs[0].ID != "job-1" || e.Jobs[0].Status != deploy.StatusRunning {
+		t.Errorf("jobs = %+v, want job-1 as it stands, running", e.Jobs)
+	}
+
+	// Once shutdown has begun, a deploy still queues, and a wait ends at once.
+	got = do(t, h, http.MethodPost, "/api/v1/deploy", `{"target":"db","wait":true}`, testToken, "")
+	if got.code != http.StatusServiceUnavailable {
+		t.Fatalf("POST wait after shutdown began = %d %s, want 503", got.code, got.body)
+	}
+	if e := decode[ErrorResponse](t, got.body); len(e.Jobs) != 1 || e.Jobs[0].Target != "db" || e.Jobs[0].Status.Final() {
+		t.Errorf("jobs = %+v, want db's job, not final", e.Jobs)
+	}
+}
+
 func TestTargets(t *testing.T) {
 	next := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {

@@ -65,8 +65,8 @@ func (e *Error) Error() string {
 
 // Deploy asks for req and returns the jobs: queued ones (id, target and
 // status only), or with req.Wait their final states. An error answer is an
-// *Error; when a wait timed out (504) its Response.Jobs holds the jobs'
-// current states.
+// *Error; when a wait ended before the jobs did (504 on its timeout, 503
+// when hookd began to shut down) its Response.Jobs holds their states.
 func (c *Client) Deploy(ctx context.Context, req DeployRequest) ([]Job, error) {
 	var resp DeployResponse
 	if err := c.call(ctx, http.MethodPost, "/deploy", req, &resp); err != nil {

@@ -27,19 +27,22 @@ type deployHandler struct {
 	maxBody     int64
 	maxWait     time.Duration
 	defaultWait time.Duration
+	stopping    <-chan struct{}
 }
 
 // HandleDeploy returns the handler of POST /deploy. It queues a manual
 // deploy of one target, of the targets that follow an image, or of every
 // target, and answers 202 with the jobs; with "wait" it answers 200 with
-// their final states, or 504 with their current ones when the timeout hits
-// first.
+// their final states, 504 with their current ones when the timeout hits
+// first, and 503 with their current ones when hookd begins to shut down
+// first (see DeployConfig.Stopping).
 func HandleDeploy(d Deployments, cfg DeployConfig, logger *slog.Logger) http.Handler {
 	h := &deployHandler{
-		deps:    d,
-		logger:  logger,
-		maxBody: cfg.MaxBodyBytes,
-		maxWait: cfg.WaitTimeout,
+		deps:     d,
+		logger:   logger,
+		maxBody:  cfg.MaxBodyBytes,
+		maxWait:  cfg.WaitTimeout,
+		stopping: cfg.Stopping,
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBodyBytes
@@ -180,13 +183,27 @@ func (h *deployHandler) submitError(w http.ResponseWriter, r *http.Request, req 
 	writeError(w, r, h.logger, err, body)
 }
 
-// wait holds the answer until every job is final or the timeout passes.
+// wait holds the answer until every job is final, the timeout passes or
+// hookd begins to shut down; the last two answer with the jobs as they
+// stand.
 func (h *deployHandler) wait(w http.ResponseWriter, r *http.Request, jobs []deploy.Job, timeout time.Duration) {
 	// The daemon's WriteTimeout must not cut a long wait short.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 30*time.Second))
 
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	untilStop, stop := context.WithCancelCause(r.Context())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-h.stopping: // a nil channel never fires
+			stop(errShuttingDown)
+		case <-untilStop.Done():
+		}
+	}()
+	defer func() { stop(nil); <-watched }()
+	ctx, cancel := context.WithTimeoutCause(untilStop, timeout, errWaitTimeout)
 	defer cancel()
+
 	final := make([]deploy.Job, len(jobs))
 	copy(final, jobs)
 	for i, j := range jobs {
@@ -202,10 +219,13 @@ func (h *deployHandler) wait(w http.ResponseWriter, r *http.Request, jobs []depl
 			writeError(w, r, h.logger, fmt.Errorf("wait for job %s: %w", j.ID, err), ErrorResponse{})
 			return
 		}
-		writeError(w, r, h.logger, errWaitTimeout, ErrorResponse{
-			Error: fmt.Sprintf("timed out after %s waiting for jobs", timeout),
-			Jobs:  jobViews(h.current(r.Context(), final)),
-		})
+		body := ErrorResponse{Jobs: jobViews(h.current(r.Context(), final))}
+		if cause := context.Cause(ctx); errors.Is(cause, errShuttingDown) {
+			writeError(w, r, h.logger, cause, body)
+			return
+		}
+		body.Error = fmt.Sprintf("timed out after %s waiting for jobs", timeout)
+		writeError(w, r, h.logger, errWaitTimeout, body)
 		return
 	}
 	reply.JSON(w, http.StatusOK, DeployResponse{Jobs: jobViews(final)})

@@ -20,6 +20,7 @@ var (
 	errTooLarge        = errors.New("request body too large")
 	errNoTarget        = errors.New("no target follows the image")
 	errWaitTimeout     = errors.New("timed out waiting for jobs")
+	errShuttingDown    = errors.New("hookd is shutting down; unfinished jobs resume when it is back")
 )
 
 // errorStatus is the one table from errors to status codes. A public error
@@ -38,6 +39,7 @@ var errorStatus = []struct {
 	{errTooLarge, http.StatusRequestEntityTooLarge, false, "request body too large"},
 	{errNoTarget, http.StatusNotFound, true, ""},
 	{errWaitTimeout, http.StatusGatewayTimeout, true, ""},
+	{errShuttingDown, http.StatusServiceUnavailable, true, ""},
 	{deploy.ErrUnknownTarget, http.StatusNotFound, false, "unknown target"},
 	{deploy.ErrJobNotFound, http.StatusNotFound, false, "job not found"},
 	{deploy.ErrQueueFull, http.StatusServiceUnavailable, false, "deploy queue is full, try again later"},

@@ -71,7 +71,7 @@ type Target struct {
 }
 
 // DeployResponse answers POST /deploy. Without wait (202) each job carries
-// only id, target and status; with wait (200, or 504 on timeout) the full job.
+// only id, target and status; with wait (200) the full job.
 type DeployResponse struct {
 	Jobs []Job `json:"jobs"`
 }
@@ -88,7 +88,8 @@ type JobsResponse struct {
 
 // ErrorResponse is the body of every error answer. Targets lists the known
 // target names and Images the images they follow when a deploy named
-// something unknown; Jobs holds the jobs' current states when a wait timed out.
+// something unknown; Jobs holds the jobs' current states when a wait ended
+// before they did (504 on its timeout, 503 when hookd began to shut down).
 type ErrorResponse struct {
 	Error   string   `json:"error"`
 	Targets []string `json:"targets,omitempty"`
