@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -18,6 +15,7 @@ import (
 	"time"
 
 	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
 var (
@@ -89,7 +87,14 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func clientDeploy(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// deployArgs is what "hookd deploy" was asked.
+type deployArgs struct {
+	client  *clientFlags
+	req     api.DeployRequest
+	timeout time.Duration // of the wait
+}
+
+func parseDeploy(args []string, stderr io.Writer) (deployArgs, error) {
 	fs, cf := newClientFlagSet("deploy", "hookd deploy [TARGET] [--image REF] [--force] [--wait [--timeout 5m]]", stderr)
 	image := fs.String("image", "", "deploy the targets that follow this image (ghcr.io/owner/name:tag) instead of one target")
 	force := fs.Bool("force", false, "recreate even when the target already runs the newest image")
@@ -97,46 +102,64 @@ func clientDeploy(ctx context.Context, args []string, getenv func(string) string
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
 	positional, err := parseArgs(fs, args)
 	if err != nil {
-		return err
+		return deployArgs{}, err
 	}
 	var target string
 	switch {
 	case len(positional) > 1:
-		return fmt.Errorf("%w: hookd deploy takes at most one target, got %q", errUsage, positional)
+		return deployArgs{}, fmt.Errorf("%w: hookd deploy takes at most one target, got %q", errUsage, positional)
 	case len(positional) == 1:
 		target = positional[0]
 	}
 	if target != "" && *image != "" {
-		return fmt.Errorf("%w: give a target or --image, not both", errUsage)
+		return deployArgs{}, fmt.Errorf("%w: give a target or --image, not both", errUsage)
 	}
 	if *wait && *timeout <= 0 {
-		return fmt.Errorf("%w: --timeout must be positive", errUsage)
+		return deployArgs{}, fmt.Errorf("%w: --timeout must be positive", errUsage)
 	}
-	c, err := newAPIClient(cf, getenv)
+	a := deployArgs{client: cf, req: api.DeployRequest{Target: target, Image: *image, Force: *force, Wait: *wait}}
+	if *wait {
+		a.req.Timeout, a.timeout = timeout.String(), *timeout
+	}
+	return a, nil
+}
+
+func clientDeploy(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	a, err := parseDeploy(args, stderr)
 	if err != nil {
 		return err
 	}
-
-	body := api.DeployRequest{Target: target, Image: *image, Force: *force, Wait: *wait}
+	c, err := newAPIClient(a.client, getenv)
+	if err != nil {
+		return err
+	}
 	deadline := clientDeadline
-	if *wait {
-		body.Timeout = timeout.String()
-		deadline = *timeout + clientSlack
+	if a.req.Wait {
+		deadline = a.timeout + clientSlack
 	}
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
-	var resp api.DeployResponse
-	err = c.call(ctx, http.MethodPost, "/deploy", body, &resp)
-	var ae *apiError
-	if errors.As(err, &ae) && ae.status == http.StatusGatewayTimeout && len(ae.body.Jobs) > 0 {
-		printDeployJobs(stdout, ae.body.Jobs, true)
-		return fmt.Errorf("deploy still running after %s; see hookd status", *timeout)
+	jobs, err := c.Deploy(ctx, a.req)
+	return reportDeploy(stdout, jobs, err, a)
+}
+
+// reportDeploy prints what a deploy answered and returns the verb's result:
+// errDeployFailed when a job failed or was rolled back, and when a wait
+// ended before the jobs did, where they stand.
+func reportDeploy(w io.Writer, jobs []api.Job, err error, a deployArgs) error {
+	var ae *api.Error
+	if errors.As(err, &ae) && len(ae.Response.Jobs) > 0 {
+		printDeployJobs(w, ae.Response.Jobs, true)
+		if ae.Status == http.StatusGatewayTimeout {
+			return fmt.Errorf("deploy still running after %s; see hookd status", a.timeout)
+		}
+		return err // it says why the wait ended
 	}
 	if err != nil {
 		return err
 	}
-	printDeployJobs(stdout, resp.Jobs, *wait)
-	return deployOutcome(resp.Jobs)
+	printDeployJobs(w, jobs, a.req.Wait)
+	return deployOutcome(jobs)
 }
 
 // printDeployJobs prints one line per job and, once they are final, what
@@ -198,28 +221,31 @@ func clientStatus(ctx context.Context, args []string, getenv func(string) string
 	}
 	ctx, cancel := context.WithTimeout(ctx, clientDeadline)
 	defer cancel()
-	var targets api.TargetsResponse
-	if err := c.call(ctx, http.MethodGet, "/targets", nil, &targets); err != nil {
+	targets, err := c.Targets(ctx)
+	if err != nil {
 		return err
 	}
-	var jobs api.JobsResponse
-	if err := c.call(ctx, http.MethodGet, "/jobs?limit="+strconv.Itoa(*limit), nil, &jobs); err != nil {
+	jobs, err := c.Jobs(ctx, *limit)
+	if err != nil {
 		return err
 	}
-
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Targets []api.Target `json:"targets"`
-			Jobs    []api.Job    `json:"jobs"`
-		}{nonNil(targets.Targets), nonNil(jobs.Jobs)})
+		return printStatusJSON(stdout, targets, jobs)
 	}
 	now := time.Now()
-	printTargets(stdout, targets.Targets, now)
+	printTargets(stdout, targets, now)
 	fmt.Fprintln(stdout)
-	printJobs(stdout, jobs.Jobs, now)
+	printJobs(stdout, jobs, now)
 	return nil
+}
+
+func printStatusJSON(w io.Writer, targets []api.Target, jobs []api.Job) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		Targets []api.Target `json:"targets"`
+		Jobs    []api.Job    `json:"jobs"`
+	}{nonNil(targets), nonNil(jobs)})
 }
 
 func printTargets(w io.Writer, targets []api.Target, now time.Time) {
@@ -334,34 +360,32 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// apiClient calls a running hookd's API.
-type apiClient struct {
-	base  string // up to and including /api/v1
-	token string
-	http  *http.Client
-}
-
-func newAPIClient(cf *clientFlags, getenv func(string) string) (*apiClient, error) {
-	raw := cf.url
-	if raw == "" {
-		raw = getenv("HOOKD_URL")
-	}
-	if raw == "" {
-		raw = defaultClientURL
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: hookd URL %q is not an http:// or https:// URL", errUsage, raw)
-	}
-	token, err := clientToken(cf.tokenFile, getenv)
+// newAPIClient returns the client of the hookd the flags and the
+// environment name.
+func newAPIClient(cf *clientFlags, getenv func(string) string) (*api.Client, error) {
+	url, token, err := clientSettings(cf, getenv)
 	if err != nil {
 		return nil, err
 	}
-	return &apiClient{
-		base:  strings.TrimRight(u.String(), "/") + api.Prefix,
-		token: token,
-		http:  &http.Client{},
-	}, nil
+	c, err := api.NewClient(url, token)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return c, nil
+}
+
+// clientSettings returns hookd's URL (--url, else HOOKD_URL, else
+// defaultClientURL) and the API token (see clientToken).
+func clientSettings(cf *clientFlags, getenv func(string) string) (url, token string, err error) {
+	url = cf.url
+	if url == "" {
+		url = getenv("HOOKD_URL")
+	}
+	if url == "" {
+		url = defaultClientURL
+	}
+	token, err = clientToken(cf.tokenFile, getenv)
+	return url, token, err
 }
 
 // clientToken finds the API token: --token-file, else HOOKD_API_TOKEN, else
@@ -398,69 +422,4 @@ func clientToken(flagFile string, getenv func(string) string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%w: no API token in %s", errUsage, source)
-}
-
-// apiError is an error answer of the API.
-type apiError struct {
-	status int
-	body   api.ErrorResponse
-}
-
-func (e *apiError) Error() string {
-	msg := e.body.Error
-	if msg == "" {
-		msg = strings.ToLower(http.StatusText(e.status))
-	}
-	msg = fmt.Sprintf("hookd answered %d: %s", e.status, msg)
-	if e.status == http.StatusUnauthorized {
-		msg += " (check HOOKD_API_TOKEN)"
-	}
-	if len(e.body.Targets) > 0 {
-		msg += " (known targets: " + strings.Join(e.body.Targets, ", ") + ")"
-	}
-	if len(e.body.Images) > 0 {
-		msg += " (followed images: " + strings.Join(e.body.Images, ", ") + ")"
-	}
-	return msg
-}
-
-// call sends in (if not nil) as JSON and decodes a 2xx answer into out.
-// Other answers become an *apiError carrying the server's message.
-func (c *apiClient) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach hookd: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		ae := &apiError{status: resp.StatusCode}
-		// A body that is not hookd's JSON (a proxy's error page) is not shown.
-		_ = json.Unmarshal(data, &ae.body)
-		return ae
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
-	}
-	return nil
 }

@@ -5,156 +5,23 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
-	"log/slog"
-	"net/http/httptest"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
-const (
-	clientTestToken    = "client-test-token-1"
-	clientTestOldToken = "client-test-token-0"
-)
+// The client verbs' presentation and argument handling are tested here;
+// the client itself, against the real API handlers, in internal/api; the
+// verbs against a running hookd in run_test.go.
 
-// clientFake stands in for the deployer behind the real API handler: it
-// queues a job per matching target, and WaitJob ends a job with the state
-// configured for its target (or never, when none is).
-type clientFake struct {
-	mu       sync.Mutex
-	targets  []deploy.Target
-	jobs     []deploy.Job // oldest first
-	requests []deploy.Request
-	final    map[string]deploy.Job
-}
-
-func newClientFake() *clientFake {
-	return &clientFake{
-		targets: []deploy.Target{
-			{Name: "db", Kind: "container", Image: "docker.io/library/postgres", Tag: "16",
-				Ref: deploy.ImageRef{Registry: "docker.io", Path: "library/postgres", Tag: "16"}},
-			{Name: "web", Kind: "container", Image: "ghcr.io/o/web", Tag: "latest",
-				Ref:    deploy.ImageRef{Registry: "ghcr.io", Path: "o/web", Tag: "latest"},
-				Digest: "sha256:0123456789abcdef" + strings.Repeat("0", 48)},
-		},
-		final: map[string]deploy.Job{},
-	}
-}
-
-func (f *clientFake) Submit(_ context.Context, req deploy.Request) ([]deploy.Job, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.requests = append(f.requests, req)
-	var out []deploy.Job
-	for _, t := range f.targets {
-		if req.Target != "" && req.Target != t.Name ||
-			req.Repository != "" && (req.Repository != t.Image || req.Tag != t.Tag) {
-			continue
-		}
-		j := deploy.Job{
-			ID: fmt.Sprintf("job-%d", len(f.jobs)+1), Target: t.Name, Request: req,
-			Image: t.Image + ":" + t.Tag, Status: deploy.StatusQueued, CreatedAt: time.Now().Add(-3 * time.Minute),
-		}
-		f.jobs = append(f.jobs, j)
-		out = append(out, j)
-	}
-	if req.Target != "" && len(out) == 0 {
-		return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
-	}
-	return out, nil
-}
-
-func (f *clientFake) Targets() []deploy.Target {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.targets)
-}
-
-func (f *clientFake) Jobs(_ context.Context, flt deploy.JobFilter) ([]deploy.Job, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []deploy.Job
-	for _, j := range slices.Backward(f.jobs) {
-		if flt.Target != "" && j.Target != flt.Target {
-			continue
-		}
-		if out = append(out, j); flt.Limit > 0 && len(out) == flt.Limit {
-			break
-		}
-	}
-	return out, nil
-}
-
-func (f *clientFake) Job(_ context.Context, id string) (deploy.Job, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, j := range f.jobs {
-		if j.ID == id {
-			return j, nil
-		}
-	}
-	return deploy.Job{}, deploy.ErrJobNotFound
-}
-
-func (f *clientFake) WaitJob(ctx context.Context, id string) (deploy.Job, error) {
-	f.mu.Lock()
-	for i, j := range f.jobs {
-		if j.ID != id {
-			continue
-		}
-		end, ok := f.final[j.Target]
-		if !ok {
-			f.jobs[i].Status = deploy.StatusRunning
-			break
-		}
-		j.Status, j.Error, j.RollbackReason, j.RollbackDetail = end.Status, end.Error, end.RollbackReason, end.RollbackDetail
-		j.StartedAt = j.CreatedAt.Add(time.Second)
-		j.FinishedAt = j.StartedAt.Add(12500 * time.Millisecond)
-		f.jobs[i] = j
-		f.mu.Unlock()
-		return j, nil
-	}
-	f.mu.Unlock()
-	<-ctx.Done()
-	return deploy.Job{}, ctx.Err()
-}
-
-func (f *clientFake) lastRequest(t *testing.T) deploy.Request {
-	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.requests) == 0 {
-		t.Fatal("no deploy request reached the server")
-	}
-	return f.requests[len(f.requests)-1]
-}
-
-type clientPoller map[string]time.Time
-
-func (p clientPoller) NextPoll(target string) (time.Time, bool) {
-	t, ok := p[target]
-	return t, ok
-}
-
-// startAPI serves the real API handler over f and returns its URL.
-func startAPI(t *testing.T, f *clientFake, poller api.Poller) string {
-	t.Helper()
-	h := api.New(api.Config{
-		Tokens: [][]byte{[]byte(clientTestToken), []byte(clientTestOldToken)},
-		Poller: poller,
-	}, f, slog.New(slog.DiscardHandler))
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
+const clientTestToken = "client-test-token-1"
 
 func clientEnv(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
@@ -174,124 +41,89 @@ func runClientTest(t *testing.T, env map[string]string, verb string, args ...str
 	return clientResult{err: err, stdout: stdout.String(), stderr: stderr.String()}
 }
 
-func TestClientDeploy(t *testing.T) {
+func TestParseDeploy(t *testing.T) {
 	tests := []struct {
-		args      []string
-		wantForce bool
-		wantJobs  []string // "target status" lines expected in the output
+		args        []string
+		want        api.DeployRequest
+		wantTimeout time.Duration
 	}{
-		{[]string{"web"}, false, []string{"web", "queued", "job-1"}},
-		{[]string{"--force", "web"}, true, []string{"web", "queued"}},
-		{[]string{"web", "--force"}, true, []string{"web", "queued"}},
-		{[]string{}, false, []string{"db", "web", "job-1", "job-2"}},
-		{[]string{"--image", "ghcr.io/o/web"}, false, []string{"web", "job-1"}},
+		{[]string{"web"}, api.DeployRequest{Target: "web"}, 0},
+		{[]string{"--force", "web"}, api.DeployRequest{Target: "web", Force: true}, 0},
+		{[]string{"web", "--force"}, api.DeployRequest{Target: "web", Force: true}, 0},
+		{[]string{}, api.DeployRequest{}, 0},
+		{[]string{"--image", "ghcr.io/o/web"}, api.DeployRequest{Image: "ghcr.io/o/web"}, 0},
+		{[]string{"web", "--wait", "--timeout", "1m"}, api.DeployRequest{Target: "web", Wait: true, Timeout: "1m0s"}, time.Minute},
+		{[]string{"--wait"}, api.DeployRequest{Wait: true, Timeout: "5m0s"}, 5 * time.Minute},
+		{[]string{"--", "--odd-name"}, api.DeployRequest{Target: "--odd-name"}, 0},
 	}
 	for _, tc := range tests {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			f := newClientFake()
-			env := map[string]string{"HOOKD_URL": startAPI(t, f, nil), "HOOKD_API_TOKEN": clientTestToken}
-			got := runClientTest(t, env, "deploy", tc.args...)
-			if got.err != nil {
-				t.Fatalf("deploy %q = %v, want nil", tc.args, got.err)
-			}
-			for _, want := range tc.wantJobs {
-				if !strings.Contains(got.stdout, want) {
-					t.Errorf("output %q, want it to contain %q", got.stdout, want)
-				}
-			}
-			req := f.lastRequest(t)
-			if req.Trigger != deploy.TriggerManual || req.Force != tc.wantForce {
-				t.Errorf("request = %+v, want manual with force %v", req, tc.wantForce)
-			}
-		})
+		got, err := parseDeploy(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("parseDeploy(%q) = %v, want nil", tc.args, err)
+			continue
+		}
+		if got.req != tc.want || got.timeout != tc.wantTimeout {
+			t.Errorf("parseDeploy(%q) = %+v, %v, want %+v, %v", tc.args, got.req, got.timeout, tc.want, tc.wantTimeout)
+		}
 	}
 }
 
-func TestClientDeployWait(t *testing.T) {
+func TestReportDeploy(t *testing.T) {
+	queued := func(target, id string) api.Job { return api.Job{ID: id, Target: target, Status: deploy.StatusQueued} }
+	ended := func(j api.Job) []api.Job {
+		j.ID, j.Target, j.DurationSeconds = "job-1", "web", 12.5
+		return []api.Job{j}
+	}
+	running := []api.Job{{ID: "job-1", Target: "web", Status: deploy.StatusRunning}}
 	tests := []struct {
 		name       string
-		final      deploy.Job
+		wait       bool
+		jobs       []api.Job
+		err        error
+		wantErr    string // substring of the error; "" for none
 		wantFailed bool
 		wantOut    []string
 	}{
-		{"succeeded", deploy.Job{Status: deploy.StatusSucceeded}, false, []string{"succeeded", "12.5s", "job-1"}},
-		{"up to date", deploy.Job{Status: deploy.StatusUpToDate}, false, []string{"up_to_date"}},
-		{"rolled back", deploy.Job{Status: deploy.StatusRolledBack, RollbackReason: "unhealthy", RollbackDetail: "exit code 3"},
-			true, []string{"rolled_back", "web: rolled back: unhealthy: exit code 3"}},
-		{"failed", deploy.Job{Status: deploy.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"},
-			true, []string{"failed", "web: pull ghcr.io/o/web:latest: denied"}},
+		{"queued", false, []api.Job{queued("web", "job-1")}, nil, "", false, []string{"web", "queued", "job-1"}},
+		{"every target", false, []api.Job{queued("db", "job-1"), queued("web", "job-2")}, nil, "", false,
+			[]string{"db", "web", "job-1", "job-2"}},
+		{"succeeded", true, ended(api.Job{Status: deploy.StatusSucceeded}), nil, "", false,
+			[]string{"succeeded", "12.5s", "job-1"}},
+		{"up to date", true, ended(api.Job{Status: deploy.StatusUpToDate}), nil, "", false, []string{"up_to_date"}},
+		{"rolled back", true, ended(api.Job{Status: deploy.StatusRolledBack, RollbackReason: "unhealthy", RollbackDetail: "exit code 3"}),
+			nil, "rolled_back", true, []string{"rolled_back", "web: rolled back: unhealthy: exit code 3"}},
+		{"failed", true, ended(api.Job{Status: deploy.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"}),
+			nil, "failed", true, []string{"failed", "web: pull ghcr.io/o/web:latest: denied"}},
+		{"wait timed out", true, nil,
+			&api.Error{Status: http.StatusGatewayTimeout, Response: api.ErrorResponse{Error: "timed out after 100ms waiting for jobs", Jobs: running}},
+			"still running after 100ms", false, []string{"web", "running", "job-1"}},
+		{"hookd shutting down", true, nil,
+			&api.Error{Status: http.StatusServiceUnavailable, Response: api.ErrorResponse{Error: "hookd is shutting down", Jobs: running}},
+			"503: hookd is shutting down", false, []string{"web", "running", "job-1"}},
+		{"error answer", false, nil,
+			&api.Error{Status: http.StatusNotFound, Response: api.ErrorResponse{Error: `unknown target "nope"`}},
+			`unknown target "nope"`, false, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newClientFake()
-			f.final["web"] = tc.final
-			env := map[string]string{"HOOKD_URL": startAPI(t, f, nil), "HOOKD_API_TOKEN": clientTestToken}
-			got := runClientTest(t, env, "deploy", "web", "--wait", "--timeout", "1m")
-			if errors.Is(got.err, errDeployFailed) != tc.wantFailed {
-				t.Fatalf("deploy --wait = %v, want errDeployFailed: %v", got.err, tc.wantFailed)
+			var out bytes.Buffer
+			a := deployArgs{req: api.DeployRequest{Wait: tc.wait}, timeout: 100 * time.Millisecond}
+			err := reportDeploy(&out, tc.jobs, tc.err, a)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("reportDeploy = %v, want an error containing %q", err, tc.wantErr)
 			}
-			if !tc.wantFailed && got.err != nil {
-				t.Fatalf("deploy --wait = %v, want nil", got.err)
+			if errors.Is(err, errDeployFailed) != tc.wantFailed {
+				t.Errorf("reportDeploy = %v, want errDeployFailed: %v", err, tc.wantFailed)
 			}
 			for _, want := range tc.wantOut {
-				if !strings.Contains(got.stdout, want) {
-					t.Errorf("output %q, want it to contain %q", got.stdout, want)
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output %q, want it to contain %q", out.String(), want)
 				}
 			}
-			if req := f.lastRequest(t); req.Target != "web" {
-				t.Errorf("request target = %q, want web", req.Target)
+			if tc.wantOut == nil && out.Len() > 0 {
+				t.Errorf("output %q, want none", out.String())
 			}
 		})
-	}
-}
-
-func TestClientDeployWaitTimeout(t *testing.T) {
-	f := newClientFake() // no final state: the job never finishes
-	env := map[string]string{"HOOKD_URL": startAPI(t, f, nil), "HOOKD_API_TOKEN": clientTestToken}
-	got := runClientTest(t, env, "deploy", "web", "--wait", "--timeout", "100ms")
-	if got.err == nil || errors.Is(got.err, errDeployFailed) || !strings.Contains(got.err.Error(), "still running after 100ms") {
-		t.Fatalf("deploy --wait past the timeout = %v, want a still-running error", got.err)
-	}
-	if !strings.Contains(got.stdout, "running") {
-		t.Errorf("output %q, want the job's current state", got.stdout)
-	}
-}
-
-func TestClientHTTPErrors(t *testing.T) {
-	f := newClientFake()
-	url := startAPI(t, f, nil)
-	tests := []struct {
-		name    string
-		token   string
-		args    []string
-		wantErr []string
-	}{
-		{"wrong token", "not-the-token", []string{"web"}, []string{"401", "unauthorized"}},
-		{"unknown target", clientTestToken, []string{"nope"}, []string{"404", `unknown target "nope"`, "db, web"}},
-		{"image nothing follows", clientTestToken, []string{"--image", "ghcr.io/o/other"},
-			[]string{"404", "no target follows ghcr.io/o/other:latest", "ghcr.io/o/web:latest"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := runClientTest(t, map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": tc.token}, "deploy", tc.args...)
-			if got.err == nil || errors.Is(got.err, errDeployFailed) || errors.Is(got.err, errUsage) {
-				t.Fatalf("deploy %q = %v, want an HTTP error", tc.args, got.err)
-			}
-			for _, want := range tc.wantErr {
-				if !strings.Contains(got.err.Error(), want) {
-					t.Errorf("error %q, want it to contain %q", got.err, want)
-				}
-			}
-			for _, out := range []string{got.err.Error(), got.stdout, got.stderr} {
-				if strings.Contains(out, tc.token) {
-					t.Errorf("output %q contains the token", out)
-				}
-			}
-		})
-	}
-	got := runClientTest(t, map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": "not-the-token"}, "status")
-	if got.err == nil || !strings.Contains(got.err.Error(), "401") {
-		t.Errorf("status with wrong token = %v, want a 401 error", got.err)
 	}
 }
 
@@ -324,67 +156,74 @@ func TestClientUsageErrors(t *testing.T) {
 	}
 }
 
-func TestClientTokenAndURLSources(t *testing.T) {
-	f := newClientFake()
-	url := startAPI(t, f, nil)
-	dir := t.TempDir()
-	file := filepath.Join(dir, "token")
-	if err := os.WriteFile(file, []byte("\n"+clientTestOldToken+"\nsomething-else\n"), 0o600); err != nil {
+func TestClientSettings(t *testing.T) {
+	const url, other = "http://hookd.test:8080", "http://elsewhere.test:8080"
+	const oldToken = "client-test-token-0"
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("\n"+oldToken+"\nsomething-else\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dead := "http://127.0.0.1:1"
 	tests := []struct {
-		name string
-		env  map[string]string
-		args []string
+		name      string
+		env       map[string]string
+		args      []string
+		wantURL   string
+		wantToken string
 	}{
-		{"env token", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": clientTestToken}, nil},
-		{"first of several", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": " " + clientTestOldToken + " , other"}, nil},
-		{"token file env", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN_FILE": file}, nil},
-		{"token file flag beats env", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": "wrong"}, []string{"--token-file", file}},
-		{"url flag beats env", map[string]string{"HOOKD_URL": dead, "HOOKD_API_TOKEN": clientTestToken}, []string{"--url", url + "/"}},
+		{"env token", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": clientTestToken}, nil, url, clientTestToken},
+		{"first of several", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": " " + oldToken + " , other"}, nil, url, oldToken},
+		{"token file env", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN_FILE": file}, nil, url, oldToken},
+		{"token file flag beats env", map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": "wrong"}, []string{"--token-file", file}, url, oldToken},
+		{"url flag beats env", map[string]string{"HOOKD_URL": other, "HOOKD_API_TOKEN": clientTestToken}, []string{"--url", url + "/"}, url + "/", clientTestToken},
+		{"default url", map[string]string{"HOOKD_API_TOKEN": clientTestToken}, nil, defaultClientURL, clientTestToken},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := runClientTest(t, tc.env, "status", tc.args...); got.err != nil {
-				t.Errorf("status %q = %v, want nil", tc.args, got.err)
+			fs, cf := newClientFlagSet("status", "hookd status", &bytes.Buffer{})
+			if _, err := parseArgs(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			gotURL, gotToken, err := clientSettings(cf, clientEnv(tc.env))
+			if err != nil || gotURL != tc.wantURL || gotToken != tc.wantToken {
+				t.Errorf("clientSettings(%q) = %q, %q, %v, want %q, %q", tc.args, gotURL, gotToken, err, tc.wantURL, tc.wantToken)
 			}
 		})
 	}
-	got := runClientTest(t, map[string]string{"HOOKD_URL": dead, "HOOKD_API_TOKEN": clientTestToken}, "status")
-	if got.err == nil || errors.Is(got.err, errUsage) || strings.Contains(got.err.Error(), clientTestToken) {
-		t.Errorf("status against a dead address = %v, want a connection error without the token", got.err)
-	}
 }
 
-// statusFixture serves two targets, one with a finished job and a poll
-// schedule, and returns the environment to reach it.
-func statusFixture(t *testing.T) map[string]string {
-	t.Helper()
-	f := newClientFake()
-	f.final["web"] = deploy.Job{Status: deploy.StatusRolledBack, RollbackReason: "exited", RollbackDetail: "exit code 1"}
-	url := startAPI(t, f, clientPoller{"web": time.Now().Add(4*time.Minute + 30*time.Second)})
-	env := map[string]string{"HOOKD_URL": url, "HOOKD_API_TOKEN": clientTestToken}
-	if got := runClientTest(t, env, "deploy", "web", "--wait"); !errors.Is(got.err, errDeployFailed) {
-		t.Fatalf("set-up deploy = %v, want the rolled back deploy", got.err)
+// statusFixture is two targets, one with a rolled back job and a poll
+// schedule, as the API answers them at now.
+func statusFixture(now time.Time) ([]api.Target, []api.Job) {
+	targets := []api.Target{
+		{Name: "db", Kind: "container", Image: "docker.io/library/postgres", Tag: "16"},
+		{Name: "web", Kind: "container", Image: "ghcr.io/o/web", Tag: "latest",
+			Digest:   "sha256:0123456789abcdef" + strings.Repeat("0", 48),
+			LastJob:  &api.JobRef{ID: "job-1", Target: "web", Status: deploy.StatusRolledBack},
+			NextPoll: now.Add(4*time.Minute + 30*time.Second)},
 	}
-	return env
+	jobs := []api.Job{{
+		ID: "job-1", Target: "web", Kind: "container", Status: deploy.StatusRolledBack, Trigger: deploy.TriggerManual,
+		Image: "ghcr.io/o/web:latest", RollbackReason: "exited", RollbackDetail: "exit code 1",
+		CreatedAt: now.Add(-3 * time.Minute), StartedAt: now.Add(-3*time.Minute + time.Second),
+		FinishedAt: now.Add(-3*time.Minute + 13500*time.Millisecond), DurationSeconds: 12.5,
+	}}
+	return targets, jobs
 }
 
-func TestClientStatusTable(t *testing.T) {
-	env := statusFixture(t)
-	got := runClientTest(t, env, "status")
-	if got.err != nil {
-		t.Fatalf("status = %v, want nil", got.err)
-	}
-	lines := strings.Split(got.stdout, "\n")
+func TestStatusTable(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	targets, jobs := statusFixture(now)
+	var out bytes.Buffer
+	printTargets(&out, targets, now)
+	printJobs(&out, jobs, now)
+	lines := strings.Split(out.String(), "\n")
 	fieldsOf := func(prefix string) []string {
 		for _, l := range lines {
 			if strings.HasPrefix(l, prefix) {
 				return strings.Fields(l)
 			}
 		}
-		t.Fatalf("status output %q has no line starting %q", got.stdout, prefix)
+		t.Fatalf("status output %q has no line starting %q", out.String(), prefix)
 		return nil
 	}
 	tests := []struct {
@@ -398,34 +237,33 @@ func TestClientStatusTable(t *testing.T) {
 		{"job-1", []string{"job-1", "web", "manual", "rolled_back", "3m0s", "rolled", "back:", "exited:", "exit", "code", "1"}},
 	}
 	for _, tc := range tests {
-		got := fieldsOf(tc.prefix)
-		// The poll time and age move with the clock by a second or so.
-		if tc.prefix == "web " && len(got) == len(tc.want) && strings.HasPrefix(got[7], "4m") {
-			got[7] = tc.want[7]
-		}
-		if tc.prefix == "job-1" && len(got) == len(tc.want) && strings.HasPrefix(got[4], "3m") {
-			got[4] = tc.want[4]
-		}
-		if !slices.Equal(got, tc.want) {
+		if got := fieldsOf(tc.prefix); !slices.Equal(got, tc.want) {
 			t.Errorf("status line %q = %q, want %q", tc.prefix, got, tc.want)
 		}
 	}
+
+	out.Reset()
+	printTargets(&out, nil, now)
+	printJobs(&out, nil, now)
+	if got := out.String(); !strings.Contains(got, "no targets") || !strings.Contains(got, "no jobs yet") {
+		t.Errorf("status of an empty hookd = %q, want it to say there are no targets and no jobs", got)
+	}
 }
 
-func TestClientStatusJSON(t *testing.T) {
-	env := statusFixture(t)
-	got := runClientTest(t, env, "status", "--json")
-	if got.err != nil {
-		t.Fatalf("status --json = %v, want nil", got.err)
+func TestStatusJSON(t *testing.T) {
+	targets, jobs := statusFixture(time.Now())
+	var buf bytes.Buffer
+	if err := printStatusJSON(&buf, targets, jobs); err != nil {
+		t.Fatalf("printStatusJSON = %v", err)
 	}
 	var out struct {
 		Targets []api.Target `json:"targets"`
 		Jobs    []api.Job    `json:"jobs"`
 	}
-	dec := json.NewDecoder(strings.NewReader(got.stdout))
+	dec := json.NewDecoder(strings.NewReader(buf.String()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&out); err != nil {
-		t.Fatalf("decode status --json %q: %v", got.stdout, err)
+		t.Fatalf("decode status --json %q: %v", buf.String(), err)
 	}
 	if len(out.Targets) != 2 || out.Targets[1].Name != "web" || out.Targets[1].LastJob == nil ||
 		out.Targets[1].LastJob.Status != deploy.StatusRolledBack || out.Targets[1].NextPoll.IsZero() {
@@ -434,5 +272,10 @@ func TestClientStatusJSON(t *testing.T) {
 	if len(out.Jobs) != 1 || out.Jobs[0].ID != "job-1" || out.Jobs[0].RollbackReason != "exited" ||
 		out.Jobs[0].Trigger != deploy.TriggerManual {
 		t.Errorf("jobs = %+v, want job-1 rolled back for exited", out.Jobs)
+	}
+
+	buf.Reset()
+	if err := printStatusJSON(&buf, nil, nil); err != nil || !strings.Contains(buf.String(), `"targets": []`) || !strings.Contains(buf.String(), `"jobs": []`) {
+		t.Errorf("status --json of an empty hookd = %q, %v, want empty lists, not null", buf.String(), err)
 	}
 }

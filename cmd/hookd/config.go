@@ -114,7 +114,7 @@ var settings = []setting{
 		help:  "log level: debug, info, warn or error",
 		field: func(c *Config) any { return &c.LogLevel }},
 	{key: "shutdown_timeout", env: "HOOKD_SHUTDOWN_TIMEOUT", def: "30s",
-		help:  "how long shutdown waits for requests and the current deploy step",
+		help:  "how long shutdown may take: a quarter for open HTTP requests, the rest for the current deploy step",
 		field: func(c *Config) any { return &c.ShutdownTimeout }},
 }
 

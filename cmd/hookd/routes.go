@@ -2,89 +2,92 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/felixge/httpsnoop"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/reply"
 )
 
+// routeDeps is what hookd's HTTP surface serves.
 type routeDeps struct {
-	webhook   http.Handler
-	api       http.Handler
-	metrics   http.Handler
-	ready     func(context.Context) error
-	healthy   func() error
-	noMetrics bool // /metrics is served on its own listener
+	webhook       http.Handler
+	deployments   api.Deployments
+	poller        api.Poller // nil when polling is off
+	deploy        api.DeployConfig
+	apiTokens     [][]byte // none: the API is off
+	metrics       http.Handler
+	metricsTokens [][]byte // none: /metrics is open
+	metricsApart  bool     // /metrics is served by metricsRoutes on its own listener
+	ready         func(context.Context) error
+	healthy       func() error
 }
 
-// routes is hookd's whole HTTP surface.
+// routes is hookd's whole HTTP surface on its main listener.
 func routes(logger *slog.Logger, d routeDeps) http.Handler {
+	apiLog := logger.With("component", "api")
 	r := chi.NewRouter()
 	r.Use(recoverer(logger), requestLog(logger))
-	r.Post("/hooks/github", d.webhook.ServeHTTP)
-	r.Mount("/api/v1", d.api)
-	if !d.noMetrics {
-		r.Method(http.MethodGet, "/metrics", d.metrics)
+	r.NotFound(handleError(http.StatusNotFound, "not found"))
+	r.MethodNotAllowed(handleError(http.StatusMethodNotAllowed, "method not allowed"))
+
+	r.Method(http.MethodPost, "/hooks/github", d.webhook)
+	r.Route(api.Prefix, func(r chi.Router) {
+		// Authentication comes before routing, so that an unauthenticated
+		// client cannot map the API by its 404s and 405s.
+		r.Use(apiAuth(d.apiTokens, apiLog))
+		r.Method(http.MethodPost, "/deploy", api.HandleDeploy(d.deployments, d.deploy, apiLog))
+		r.Method(http.MethodGet, "/targets", api.HandleTargets(d.deployments, d.poller, apiLog))
+		r.Method(http.MethodGet, "/jobs", api.HandleJobs(d.deployments, apiLog))
+		r.Method(http.MethodGet, "/jobs/{id}", api.HandleJob(d.deployments, apiLog))
+	})
+	if !d.metricsApart {
+		r.With(metricsAuth(d.metricsTokens, logger)).Method(http.MethodGet, "/metrics", d.metrics)
 	}
-	r.Get("/healthz", handleHealthz(d.healthy))
-	r.Get("/readyz", handleReadyz(d.ready))
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-	})
+	r.Method(http.MethodGet, "/healthz", handleHealthz(d.healthy))
+	r.Method(http.MethodGet, "/readyz", handleReadyz(d.ready))
 	return r
 }
 
-// metricsRoutes serves /metrics alone, for HOOKD_METRICS_LISTEN.
-func metricsRoutes(logger *slog.Logger, metrics http.Handler) http.Handler {
+// metricsRoutes serves /metrics alone, on metrics_listen.
+func metricsRoutes(logger *slog.Logger, d routeDeps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(recoverer(logger))
-	r.Method(http.MethodGet, "/metrics", metrics)
+	r.With(metricsAuth(d.metricsTokens, logger)).Method(http.MethodGet, "/metrics", d.metrics)
 	return r
 }
 
-func metricsHandler(reg *prometheus.Registry, cfg Config) http.Handler {
-	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+// apiAuth guards /api/v1; without a token the API is off and says so.
+func apiAuth(tokens [][]byte, logger *slog.Logger) func(http.Handler) http.Handler {
+	if len(tokens) == 0 {
+		return api.Disabled
+	}
+	return api.RequireBearer("hookd", tokens, logger)
+}
+
+// metricsAuth guards /metrics when metrics_token is set; it is open otherwise.
+func metricsAuth(tokens [][]byte, logger *slog.Logger) func(http.Handler) http.Handler {
+	if len(tokens) == 0 {
+		return func(next http.Handler) http.Handler { return next }
+	}
+	return api.RequireBearer("hookd metrics", tokens, logger.With("component", "metrics"))
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		Registry:            reg,
 		MaxRequestsInFlight: 4,
 		// Prometheus asks for gzip. The page is about 12 KB; compressing it
 		// every scrape costs hookd a compressor of about 1 MB (pooled, so
 		// it stays live) and twice the CPU, to save 9 KB on a LAN.
 		DisableCompression: true,
-	})
-	if len(cfg.MetricsTokens) == 0 {
-		return h
-	}
-	sums := make([][32]byte, len(cfg.MetricsTokens))
-	for i, t := range cfg.MetricsTokens {
-		sums[i] = sha256.Sum256([]byte(t))
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		// Compare digests so neither the length nor the prefix of a
-		// token shows in the timing; check every token.
-		sum := sha256.Sum256([]byte(got))
-		match := 0
-		for i := range sums {
-			match |= subtle.ConstantTimeCompare(sum[:], sums[i][:])
-		}
-		if !ok || match != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="hookd metrics"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-			return
-		}
-		h.ServeHTTP(w, r)
 	})
 }
 
@@ -93,36 +96,37 @@ func metricsHandler(reg *prometheus.Registry, cfg Config) http.Handler {
 // user): the image's HEALTHCHECK then marks the container unhealthy, where
 // a Pi owner looks first. A Docker engine that is merely down is /readyz's
 // business.
-func handleHealthz(healthy func() error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func handleHealthz(healthy func() error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if healthy != nil {
 			if err := healthy(); err != nil {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "reason": err.Error()})
+				reply.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "reason": err.Error()})
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}
+		reply.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 }
 
 // handleReadyz answers 503 while hookd cannot do its job (Docker does not
 // answer); the reason goes to the log, not to the client.
-func handleReadyz(ready func(context.Context) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func handleReadyz(ready func(context.Context) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "docker engine not reachable or targets not yet discovered"})
+			reply.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "docker engine not reachable or targets not yet discovered"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	}
+		reply.JSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+// handleError answers every request with status and {"error": msg}.
+func handleError(status int, msg string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		reply.JSON(w, status, map[string]string{"error": msg})
+	}
 }
 
 // requestLog logs one line per request; probes and scrapes at debug level
@@ -162,7 +166,7 @@ func recoverer(logger *slog.Logger) func(http.Handler) http.Handler {
 					panic(rec)
 				}
 				logger.Error("handler panic", "path", r.URL.Path, "panic", rec, "stack", string(debug.Stack()))
-				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+				reply.JSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 			}()
 			next.ServeHTTP(w, r)
 		})

@@ -91,27 +91,71 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs hookd until ctx is cancelled, then shuts down in order: stop
-// taking requests (in-flight ones finish), stop the workers (the current
-// deploy step finishes or is abandoned where reconcile can pick it up),
-// close the clients.
+// serve runs hookd until ctx is cancelled, shuts it down in order (see
+// serveWith) and then closes the state file and the Docker client — only
+// once every worker has returned, so never under a deploy step.
 func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.Writer) error {
 	logger := newLogger(cfg, logw)
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, metrics.BuildInfo{Version: version, Revision: revision})
-
 	dbPath := filepath.Join(cfg.StateDir, "hookd.db")
 	st, err := store.Open(dbPath, store.Options{})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-
 	docker, err := client.NewClientWithOpts(dockerOptions(getenv)...)
 	if err != nil {
+		st.Close()
 		return fmt.Errorf("docker client: %w", err)
 	}
-	defer docker.Close()
+	closeClients := func() {
+		docker.Close()
+		if err := st.Close(); err != nil {
+			logger.Error("close state file failed", "err", err)
+		}
+	}
+
+	workersDone, err := serveWith(ctx, cfg, logger, st, docker)
+	select {
+	case <-workersDone:
+		closeClients()
+	default:
+		// A worker overran its budget (logged) and still uses both: they
+		// are closed when it returns, should the process live that long.
+		go func() {
+			<-workersDone
+			closeClients()
+		}()
+	}
+	logger.Info("stopped")
+	return err
+}
+
+// shutdownBudgets splits shutdown_timeout between the two phases of a
+// shutdown, so that neither can use up the other's time: a quarter for
+// HTTP (waiting API calls are answered first, so what is left in flight is
+// short), the rest for the workers to finish or abandon their current
+// Docker step, which may include stopping a container (10 s by default).
+func shutdownBudgets(total time.Duration) (httpBudget, workBudget time.Duration) {
+	httpBudget = total / 4
+	return httpBudget, total - httpBudget
+}
+
+// serveWith wires hookd around st and docker and serves until ctx is
+// cancelled or a server fails. Then it shuts down in order, each phase
+// within its budget (see shutdownBudgets):
+//
+//  1. deploys waiting for their jobs answer at once, with the jobs as they
+//     stand;
+//  2. the HTTP servers stop taking requests and finish those in flight
+//     (what is still open when the budget runs out is cut off);
+//  3. the workers are told to stop: each finishes or abandons its current
+//     step, and an abandoned job goes back to the queue.
+//
+// The returned channel is closed once every worker that uses st or docker
+// has returned; it is still open when the workers overran their budget.
+func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.Store, docker *client.Client) (<-chan struct{}, error) {
+	workersDone := make(chan struct{})
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.BuildInfo{Version: version, Revision: revision})
 
 	keychain := registry.NewKeychain(staticCredentials(cfg), nil)
 	regClient := registry.New(registry.Config{
@@ -121,13 +165,11 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	})
 	dep, err := newDeployer(cfg, docker, regClient, keychain, st, m, logger)
 	if err != nil {
-		return err
+		close(workersDone)
+		return workersDone, err
 	}
 
-	// Webhook requests go straight to the deployer; the poller learns of
-	// them from the targets' LastWebhook.
 	var (
-		submitter webhook.Submitter = dep
 		poll      *poller.Poller
 		apiPoller api.Poller // stays a nil interface when polling is off
 	)
@@ -143,30 +185,38 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 		logger.Info("polling off (HOOKD_POLL_INTERVAL=0): only webhooks and the API trigger deploys")
 	}
 
+	// Deliveries go straight to the deployer. The poller keeps quiet while
+	// they arrive by reading the targets' LastWebhook, not by standing in
+	// their way.
 	hook, err := webhook.NewHandler(webhook.Config{
 		Secrets:      toBytes(cfg.WebhookSecrets),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RegistryHost: cfg.RegistryHost,
-	}, submitter, st, m, logger.With("component", "webhook"))
+	}, dep, st, m, logger.With("component", "webhook"))
 	if err != nil {
-		return err
+		close(workersDone)
+		return workersDone, err
 	}
-	apiHandler := api.New(api.Config{Tokens: toBytes(cfg.APITokens), Poller: apiPoller}, dep, logger.With("component", "api"))
 	if len(cfg.APITokens) == 0 {
 		logger.Warn("api disabled: no HOOKD_API_TOKEN configured; /api/v1 answers 404 and the client verbs cannot be used")
 	}
 
-	mainHandler := routes(logger, routeDeps{
-		webhook:   hook,
-		api:       apiHandler,
-		metrics:   metricsHandler(reg, cfg),
-		ready:     dep.Ready,
-		healthy:   dep.Healthy,
-		noMetrics: cfg.MetricsListen != "",
-	})
-	servers := []*http.Server{newServer(cfg.Listen, mainHandler, logger)}
+	stopping := make(chan struct{}) // closed when shutdown begins
+	surface := routeDeps{
+		webhook:       hook,
+		deployments:   dep,
+		poller:        apiPoller,
+		deploy:        api.DeployConfig{Stopping: stopping},
+		apiTokens:     toBytes(cfg.APITokens),
+		metrics:       metricsHandler(reg),
+		metricsTokens: toBytes(cfg.MetricsTokens),
+		metricsApart:  cfg.MetricsListen != "",
+		ready:         dep.Ready,
+		healthy:       dep.Healthy,
+	}
+	servers := []*http.Server{newServer(cfg.Listen, routes(logger, surface), logger)}
 	if cfg.MetricsListen != "" {
-		servers = append(servers, newServer(cfg.MetricsListen, metricsRoutes(logger, metricsHandler(reg, cfg)), logger))
+		servers = append(servers, newServer(cfg.MetricsListen, metricsRoutes(logger, surface), logger))
 	}
 	listeners := make([]net.Listener, 0, len(servers))
 	for _, srv := range servers {
@@ -175,7 +225,8 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			for _, l := range listeners {
 				l.Close()
 			}
-			return fmt.Errorf("listen: %w", err)
+			close(workersDone)
+			return workersDone, fmt.Errorf("listen: %w", err)
 		}
 		listeners = append(listeners, ln)
 	}
@@ -184,7 +235,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	// shutdown so that requests answered 202 are queued, not dropped.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	var wg sync.WaitGroup
+	var wg sync.WaitGroup // the workers: everything that uses st or docker
 	errc := make(chan error, len(servers)+2)
 	wg.Add(1)
 	go func() {
@@ -202,11 +253,16 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			}
 		}()
 	}
+	go func() {
+		wg.Wait()
+		close(workersDone)
+	}()
+	var serving sync.WaitGroup
 	for i, srv := range servers {
 		logger.Info("listening", "addr", listeners[i].Addr().String(), "version", version)
-		wg.Add(1)
+		serving.Add(1)
 		go func() {
-			defer wg.Done()
+			defer serving.Done()
 			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("serve %s: %w", srv.Addr, err)
 			}
@@ -214,29 +270,35 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 	}
 
 	var runErr error
+	httpBudget, workBudget := shutdownBudgets(cfg.ShutdownTimeout)
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+		logger.Info("shutting down", "http_budget_seconds", httpBudget.Seconds(), "worker_budget_seconds", workBudget.Seconds())
 	case runErr = <-errc:
 		logger.Error("stopping after failure", "err", runErr)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+
+	close(stopping) // 1. waiting deploys answer now
+	httpCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpBudget)
 	defer cancel()
-	for _, srv := range servers {
-		if err := srv.Shutdown(shutdownCtx); err != nil {
-			logger.Warn("http shutdown incomplete", "addr", srv.Addr, "err", err)
+	for _, srv := range servers { // 2.
+		if err := srv.Shutdown(httpCtx); err != nil {
+			logger.Warn("http shutdown incomplete; closing open connections", "addr", srv.Addr, "err", err)
+			srv.Close()
 		}
 	}
-	stopWork()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	serving.Wait()
+
+	stopWork() // 3.
+	budget := time.NewTimer(workBudget)
+	defer budget.Stop()
 	select {
-	case <-done:
-	case <-shutdownCtx.Done():
-		logger.Warn("workers did not stop in time; reconcile will finish their step at the next start")
+	case <-workersDone:
+	case <-budget.C:
+		logger.Warn("workers did not stop in time; the state file stays open until they return, and reconcile finishes their step at the next start",
+			"worker_budget_seconds", workBudget.Seconds())
 	}
-	logger.Info("stopped")
-	return runErr
+	return workersDone, runErr
 }
 
 // newDeployer wires the deployer with its sources of targets (containers

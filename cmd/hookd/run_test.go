@@ -26,6 +26,10 @@ import (
 
 const testSecret = "run-test-secret-0123456789"
 
+// noDocker points hookd at an engine that is not there: the HTTP surface
+// serves all the same.
+const noDocker = "unix:///nonexistent/docker.sock"
+
 // daemon is a hookd started through run() in this process.
 type daemon struct {
 	url  string
@@ -321,4 +325,33 @@ func TestRunCatchesUpAtStart(t *testing.T) {
 		"HOOKD_SETTLE_TIME":   "1s",
 	})
 	waitVersion(ctx, t, cli, cname, "v2")
+}
+
+// TestRunClientVerbs runs the client verbs through run() against a hookd
+// started through run().
+func TestRunClientVerbs(t *testing.T) {
+	const token = "verbs-test-token-0123456789"
+	d := startDaemon(context.Background(), t, map[string]string{"DOCKER_HOST": noDocker, "HOOKD_API_TOKEN": token})
+	client := func(token string, args ...string) (string, error) {
+		t.Helper()
+		env := map[string]string{"HOOKD_URL": d.url, "HOOKD_API_TOKEN": token}
+		var stdout bytes.Buffer
+		err := run(context.Background(), args, func(k string) string { return env[k] }, strings.NewReader(""), &stdout, io.Discard)
+		return stdout.String(), err
+	}
+
+	out, err := client(token, "status")
+	if err != nil || !strings.Contains(out, "no targets") || !strings.Contains(out, "no jobs yet") {
+		t.Errorf("hookd status = %q, %v, want no targets and no jobs", out, err)
+	}
+	_, err = client(token, "deploy", "nope")
+	if err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), `unknown target "nope"`) {
+		t.Errorf("hookd deploy nope = %v, want a 404 naming the unknown target", err)
+	}
+	for _, verb := range []string{"status", "deploy"} {
+		_, err = client("not-the-token", verb)
+		if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "not-the-token") {
+			t.Errorf("hookd %s with a wrong token = %v, want a 401 without the token", verb, err)
+		}
+	}
 }

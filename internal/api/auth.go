@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -13,32 +14,69 @@ import (
 	"github.com/go-chi/httprate"
 )
 
-// authenticate lets a request through only with one of the configured
-// bearer tokens. A client that failed too often recently is refused before
-// its token is even looked at.
-func (s *server) authenticate(next http.Handler) http.Handler {
+// Failed authentication is limited per client IP: after authFailureLimit
+// failures within authFailureWindow the client is answered 429, even when
+// it then presents the right token (otherwise the limit would not stop a
+// guesser, who would learn of a hit from the first 200).
+const (
+	authFailureLimit  = 10
+	authFailureWindow = time.Minute
+)
+
+// RequireBearer returns middleware that lets a request through only when
+// it carries one of tokens as "Authorization: Bearer <token>" (the scheme
+// in any case). Empty tokens are ignored; with none left every request is
+// refused. realm names what is protected in the 401's challenge.
+//
+// A refused request is answered 401 {"error":"unauthorized"} and logged,
+// without the token or which part was wrong. A client IP (an IPv6 client:
+// its /64) that failed 10 times within a minute is answered 429 with
+// Retry-After, before its token is looked at, until the minute has passed;
+// successful requests are never counted. Tokens are compared as SHA-256
+// digests, all of them, in constant time, so the time taken tells neither
+// a token's length nor which one matched.
+func RequireBearer(realm string, tokens [][]byte, logger *slog.Logger) func(http.Handler) http.Handler {
+	var sums [][sha256.Size]byte
+	for _, t := range tokens {
+		if len(t) > 0 {
+			sums = append(sums, sha256.Sum256(t))
+		}
+	}
+	challenge := `Bearer realm="` + realm + `"`
+	failures := newFailureLimiter(authFailureLimit, authFailureWindow)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ip := clientIP(r)
+			if failures.blocked(ip) {
+				w.Header().Set("Retry-After", failures.retryAfter())
+				writeError(w, r, logger, errTooManyFailures, ErrorResponse{})
+				return
+			}
+			token, ok := bearerToken(r.Header.Get("Authorization"))
+			if ok && tokenMatches(token, sums) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			logger.WarnContext(r.Context(), "authentication failed",
+				"realm", realm, "client_ip", ip, "method", r.Method, "path", r.URL.Path)
+			if failures.fail(w, r, ip) {
+				w.Header().Set("Retry-After", failures.retryAfter())
+				writeError(w, r, logger, errTooManyFailures, ErrorResponse{})
+				return
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+			writeError(w, r, logger, errUnauthorized, ErrorResponse{})
+		})
+	}
+}
+
+// Disabled is middleware for hookd without an API token: it answers every
+// request 404 {"error":"api disabled: no HOOKD_API_TOKEN configured"}, so
+// that the API's paths say why they do not work, whatever the request
+// carries.
+func Disabled(http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip := clientIP(r)
-		if s.failures.blocked(ip) {
-			w.Header().Set("Retry-After", s.failures.retryAfter())
-			s.writeError(w, r, errTooManyFailures, ErrorResponse{})
-			return
-		}
-		token, ok := bearerToken(r.Header.Get("Authorization"))
-		if ok && tokenMatches(token, s.tokens) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		// Which part was wrong (scheme, token, header missing) stays in
-		// neither the answer nor the log.
-		s.logger.WarnContext(r.Context(), "api authentication failed",
-			"client_ip", ip, "method", r.Method, "path", r.URL.Path)
-		if s.failures.fail(w, r, ip) {
-			w.Header().Set("Retry-After", s.failures.retryAfter())
-			s.writeError(w, r, errTooManyFailures, ErrorResponse{})
-			return
-		}
-		s.writeError(w, r, errUnauthorized, ErrorResponse{})
+		writeError(w, r, nil, errAPIDisabled, ErrorResponse{})
 	})
 }
 

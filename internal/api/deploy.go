@@ -7,75 +7,106 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
+	"github.com/and3rn3t/hookd/internal/reply"
 )
 
 // submitTimeout bounds queueing a request (persisting its jobs).
 const submitTimeout = 10 * time.Second
 
-// handleDeploy queues a manual deploy of one target, of the targets that
-// follow an image, or of every target, and answers 202 with the jobs, or
-// with "wait" 200 with their final states (504 with the current ones when
-// the timeout hits first).
-func (s *server) handleDeploy() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := s.decodeDeploy(w, r)
-		if err != nil {
-			s.writeError(w, r, err, ErrorResponse{})
-			return
-		}
-		req, wait, err := s.deployRequest(body)
-		if err != nil {
-			s.writeError(w, r, err, ErrorResponse{})
-			return
-		}
-		if body.Image != "" && !s.followed(req) {
-			s.writeError(w, r, errNoTarget, ErrorResponse{
-				Error:  fmt.Sprintf("no target follows %s:%s", req.Repository, req.Tag),
-				Images: s.images(),
-			})
-			return
-		}
-
-		// A client that hangs up mid-call must not leave the request
-		// half submitted: queueing does not follow the request's context.
-		subCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), submitTimeout)
-		jobs, err := s.deps.Submit(subCtx, req)
-		cancel()
-		if err == nil && len(jobs) == 0 {
-			err = errNoTarget
-		}
-		if err != nil {
-			s.submitError(w, r, req, err)
-			return
-		}
-		s.logger.InfoContext(r.Context(), "manual deploy queued",
-			"request_id", req.ID, "target", req.Target, "image", body.Image,
-			"force", req.Force, "jobs", len(jobs))
-
-		if !body.Wait {
-			refs := make([]JobRef, 0, len(jobs))
-			for _, j := range jobs {
-				refs = append(refs, jobRef(j))
-			}
-			writeJSON(w, http.StatusAccepted, struct {
-				Jobs []JobRef `json:"jobs"`
-			}{refs})
-			return
-		}
-		s.wait(w, r, jobs, wait)
-	}
+// deployHandler serves POST /deploy.
+type deployHandler struct {
+	deps        Deployments
+	logger      *slog.Logger
+	maxBody     int64
+	maxWait     time.Duration
+	defaultWait time.Duration
+	stopping    <-chan struct{}
 }
 
-// decodeDeploy reads the body strictly: one JSON object, no unknown fields.
-// An empty body is the empty object (every target).
-func (s *server) decodeDeploy(w http.ResponseWriter, r *http.Request) (DeployRequest, error) {
+// HandleDeploy returns the handler of POST /deploy. It queues a manual
+// deploy of one target, of the targets that follow an image, or of every
+// target, and answers 202 with the jobs; with "wait" it answers 200 with
+// their final states, 504 with their current ones when the timeout hits
+// first, and 503 with their current ones when hookd begins to shut down
+// first (see DeployConfig.Stopping).
+func HandleDeploy(d Deployments, cfg DeployConfig, logger *slog.Logger) http.Handler {
+	h := &deployHandler{
+		deps:     d,
+		logger:   logger,
+		maxBody:  cfg.MaxBodyBytes,
+		maxWait:  cfg.WaitTimeout,
+		stopping: cfg.Stopping,
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	if h.maxWait <= 0 {
+		h.maxWait = DefaultWaitTimeout
+	}
+	h.defaultWait = min(defaultWait, h.maxWait)
+	return h
+}
+
+func (h *deployHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := h.decode(w, r)
+	if err != nil {
+		writeError(w, r, h.logger, err, ErrorResponse{})
+		return
+	}
+	req, wait, err := h.request(body)
+	if err != nil {
+		writeError(w, r, h.logger, err, ErrorResponse{})
+		return
+	}
+	if body.Image != "" && !h.followed(req) {
+		writeError(w, r, h.logger, errNoTarget, ErrorResponse{
+			Error:  fmt.Sprintf("no target follows %s:%s", req.Repository, req.Tag),
+			Images: h.images(),
+		})
+		return
+	}
+
+	// A client that hangs up mid-call must not leave the request half
+	// submitted: queueing does not follow the request's context.
+	subCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), submitTimeout)
+	jobs, err := h.deps.Submit(subCtx, req)
+	cancel()
+	if err == nil && len(jobs) == 0 {
+		err = errNoTarget
+	}
+	if err != nil {
+		h.submitError(w, r, req, err)
+		return
+	}
+	h.logger.InfoContext(r.Context(), "manual deploy queued",
+		"request_id", req.ID, "target", req.Target, "image", body.Image,
+		"force", req.Force, "jobs", len(jobs))
+
+	if !body.Wait {
+		refs := make([]JobRef, 0, len(jobs))
+		for _, j := range jobs {
+			refs = append(refs, jobRef(j))
+		}
+		reply.JSON(w, http.StatusAccepted, struct {
+			Jobs []JobRef `json:"jobs"`
+		}{refs})
+		return
+	}
+	h.wait(w, r, jobs, wait)
+}
+
+// decode reads the body strictly: one JSON object, no unknown fields. An
+// empty body is the empty object (every target).
+func (h *deployHandler) decode(w http.ResponseWriter, r *http.Request) (DeployRequest, error) {
 	var body DeployRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.maxBody))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&body)
 	if errors.Is(err, io.EOF) {
@@ -98,15 +129,15 @@ func (s *server) decodeDeploy(w http.ResponseWriter, r *http.Request) (DeployReq
 	}
 }
 
-// deployRequest validates body and turns it into the deployer's request and
-// the time to wait.
-func (s *server) deployRequest(body DeployRequest) (deploy.Request, time.Duration, error) {
+// request validates body and turns it into the deployer's request and the
+// time to wait.
+func (h *deployHandler) request(body DeployRequest) (deploy.Request, time.Duration, error) {
 	req := deploy.Request{
 		Target:     body.Target,
 		Trigger:    deploy.TriggerManual,
 		ID:         newRequestID(),
 		Force:      body.Force,
-		ReceivedAt: s.now(),
+		ReceivedAt: time.Now(),
 	}
 	if body.Target != "" && body.Image != "" {
 		return req, 0, badRequest("give either target or image, not both")
@@ -118,7 +149,7 @@ func (s *server) deployRequest(body DeployRequest) (deploy.Request, time.Duratio
 		}
 		req.Repository, req.Tag, req.Digest = ref.Repository(), ref.Tag, ref.Digest
 	}
-	wait := s.defaultWait
+	wait := h.defaultWait
 	if body.Timeout != "" {
 		d, err := time.ParseDuration(body.Timeout)
 		switch {
@@ -126,8 +157,8 @@ func (s *server) deployRequest(body DeployRequest) (deploy.Request, time.Duratio
 			return req, 0, badRequest("timeout %q is not a duration like \"5m\"", body.Timeout)
 		case d <= 0:
 			return req, 0, badRequest("timeout must be positive")
-		case d > s.maxWait:
-			return req, 0, badRequest("timeout %s exceeds the maximum %s", d, s.maxWait)
+		case d > h.maxWait:
+			return req, 0, badRequest("timeout %s exceeds the maximum %s", d, h.maxWait)
 		}
 		wait = d
 	}
@@ -135,34 +166,48 @@ func (s *server) deployRequest(body DeployRequest) (deploy.Request, time.Duratio
 }
 
 // submitError answers a failed Submit; a 404 lists what is known instead.
-func (s *server) submitError(w http.ResponseWriter, r *http.Request, req deploy.Request, err error) {
+func (h *deployHandler) submitError(w http.ResponseWriter, r *http.Request, req deploy.Request, err error) {
 	var body ErrorResponse
 	if errors.Is(err, deploy.ErrUnknownTarget) || errors.Is(err, errNoTarget) {
 		switch {
 		case req.Target != "":
 			body.Error = fmt.Sprintf("unknown target %q", req.Target)
-			body.Targets = s.targetNames()
+			body.Targets = h.targetNames()
 		case req.Repository != "":
 			body.Error = fmt.Sprintf("no target follows %s:%s", req.Repository, req.Tag)
-			body.Images = s.images()
+			body.Images = h.images()
 		default:
 			body.Error = "no targets: no container or service is labelled hookd.enable=true"
 		}
 	}
-	s.writeError(w, r, err, body)
+	writeError(w, r, h.logger, err, body)
 }
 
-// wait holds the answer until every job is final or the timeout passes.
-func (s *server) wait(w http.ResponseWriter, r *http.Request, jobs []deploy.Job, timeout time.Duration) {
+// wait holds the answer until every job is final, the timeout passes or
+// hookd begins to shut down; the last two answer with the jobs as they
+// stand.
+func (h *deployHandler) wait(w http.ResponseWriter, r *http.Request, jobs []deploy.Job, timeout time.Duration) {
 	// The daemon's WriteTimeout must not cut a long wait short.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 30*time.Second))
 
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	untilStop, stop := context.WithCancelCause(r.Context())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-h.stopping: // a nil channel never fires
+			stop(errShuttingDown)
+		case <-untilStop.Done():
+		}
+	}()
+	defer func() { stop(nil); <-watched }()
+	ctx, cancel := context.WithTimeoutCause(untilStop, timeout, errWaitTimeout)
 	defer cancel()
+
 	final := make([]deploy.Job, len(jobs))
 	copy(final, jobs)
 	for i, j := range jobs {
-		got, err := s.deps.WaitJob(ctx, j.ID)
+		got, err := h.deps.WaitJob(ctx, j.ID)
 		if err == nil {
 			final[i] = got
 			continue
@@ -171,21 +216,24 @@ func (s *server) wait(w http.ResponseWriter, r *http.Request, jobs []deploy.Job,
 			return // the client has gone; nobody to answer
 		}
 		if ctx.Err() == nil {
-			s.writeError(w, r, fmt.Errorf("wait for job %s: %w", j.ID, err), ErrorResponse{})
+			writeError(w, r, h.logger, fmt.Errorf("wait for job %s: %w", j.ID, err), ErrorResponse{})
 			return
 		}
-		s.writeError(w, r, errWaitTimeout, ErrorResponse{
-			Error: fmt.Sprintf("timed out after %s waiting for jobs", timeout),
-			Jobs:  jobViews(s.current(r.Context(), final)),
-		})
+		body := ErrorResponse{Jobs: jobViews(h.current(r.Context(), final))}
+		if cause := context.Cause(ctx); errors.Is(cause, errShuttingDown) {
+			writeError(w, r, h.logger, cause, body)
+			return
+		}
+		body.Error = fmt.Sprintf("timed out after %s waiting for jobs", timeout)
+		writeError(w, r, h.logger, errWaitTimeout, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, DeployResponse{Jobs: jobViews(final)})
+	reply.JSON(w, http.StatusOK, DeployResponse{Jobs: jobViews(final)})
 }
 
 // current refreshes the jobs that are not final yet, keeping the last known
 // state where the look-up fails.
-func (s *server) current(ctx context.Context, jobs []deploy.Job) []deploy.Job {
+func (h *deployHandler) current(ctx context.Context, jobs []deploy.Job) []deploy.Job {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out := make([]deploy.Job, len(jobs))
@@ -194,7 +242,7 @@ func (s *server) current(ctx context.Context, jobs []deploy.Job) []deploy.Job {
 		if j.Status.Final() {
 			continue
 		}
-		if got, err := s.deps.Job(ctx, j.ID); err == nil {
+		if got, err := h.deps.Job(ctx, j.ID); err == nil {
 			out[i] = got
 		}
 	}
@@ -202,8 +250,8 @@ func (s *server) current(ctx context.Context, jobs []deploy.Job) []deploy.Job {
 }
 
 // followed reports whether any target follows req's repository and tag.
-func (s *server) followed(req deploy.Request) bool {
-	for _, t := range s.deps.Targets() {
+func (h *deployHandler) followed(req deploy.Request) bool {
+	for _, t := range h.deps.Targets() {
 		ref := targetRef(t)
 		if ref.Repository() == req.Repository && ref.Tag == req.Tag {
 			return true
@@ -212,18 +260,18 @@ func (s *server) followed(req deploy.Request) bool {
 	return false
 }
 
-func (s *server) targetNames() []string {
+func (h *deployHandler) targetNames() []string {
 	names := []string{}
-	for _, t := range s.deps.Targets() {
+	for _, t := range h.deps.Targets() {
 		names = append(names, t.Name)
 	}
 	slices.Sort(names)
 	return names
 }
 
-func (s *server) images() []string {
+func (h *deployHandler) images() []string {
 	images := []string{}
-	for _, t := range s.deps.Targets() {
+	for _, t := range h.deps.Targets() {
 		ref := targetRef(t)
 		images = append(images, ref.Repository()+":"+ref.Tag)
 	}

@@ -1,25 +1,26 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
+	"log/slog"
 	"net/http"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
+	"github.com/and3rn3t/hookd/internal/reply"
 )
 
 // Errors of the API itself. Their text, and the text of anything wrapping
 // them, is written for the client and is shown to it.
 var (
-	errAPIDisabled      = errors.New("api disabled: no HOOKD_API_TOKEN configured")
-	errUnauthorized     = errors.New("unauthorized")
-	errTooManyFailures  = errors.New("too many failed authentication attempts")
-	errBadRequest       = errors.New("bad request")
-	errTooLarge         = errors.New("request body too large")
-	errNotFound         = errors.New("not found")
-	errMethodNotAllowed = errors.New("method not allowed")
-	errNoTarget         = errors.New("no target follows the image")
-	errWaitTimeout      = errors.New("timed out waiting for jobs")
+	errAPIDisabled     = errors.New("api disabled: no HOOKD_API_TOKEN configured")
+	errUnauthorized    = errors.New("unauthorized")
+	errTooManyFailures = errors.New("too many failed authentication attempts")
+	errBadRequest      = errors.New("bad request")
+	errTooLarge        = errors.New("request body too large")
+	errNoTarget        = errors.New("no target follows the image")
+	errWaitTimeout     = errors.New("timed out waiting for jobs")
+	errShuttingDown    = errors.New("hookd is shutting down; unfinished jobs resume when it is back")
 )
 
 // errorStatus is the one table from errors to status codes. A public error
@@ -36,10 +37,9 @@ var errorStatus = []struct {
 	{errTooManyFailures, http.StatusTooManyRequests, false, "too many failed authentication attempts"},
 	{errBadRequest, http.StatusBadRequest, true, ""},
 	{errTooLarge, http.StatusRequestEntityTooLarge, false, "request body too large"},
-	{errNotFound, http.StatusNotFound, true, ""},
-	{errMethodNotAllowed, http.StatusMethodNotAllowed, false, "method not allowed"},
 	{errNoTarget, http.StatusNotFound, true, ""},
 	{errWaitTimeout, http.StatusGatewayTimeout, true, ""},
+	{errShuttingDown, http.StatusServiceUnavailable, true, ""},
 	{deploy.ErrUnknownTarget, http.StatusNotFound, false, "unknown target"},
 	{deploy.ErrJobNotFound, http.StatusNotFound, false, "job not found"},
 	{deploy.ErrQueueFull, http.StatusServiceUnavailable, false, "deploy queue is full, try again later"},
@@ -61,19 +61,16 @@ func statusOf(err error) (int, string, bool) {
 // writeError answers with err's status and message; body may carry the
 // extra fields of ErrorResponse. Errors not in the table are logged here,
 // once, and reach the client only as "internal error".
-func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error, body ErrorResponse) {
+func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error, body ErrorResponse) {
 	status, msg, known := statusOf(err)
-	if !known {
-		s.logger.ErrorContext(r.Context(), "api request failed",
+	if !known && logger != nil {
+		logger.ErrorContext(r.Context(), "api request failed",
 			"method", r.Method, "path", r.URL.Path, "err", err)
-	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="hookd"`)
 	}
 	if body.Error == "" {
 		body.Error = msg
 	}
-	writeJSON(w, status, body)
+	reply.JSON(w, status, body)
 }
 
 // badRequestError is a 400 whose text tells the client what to fix.
@@ -84,14 +81,4 @@ func (e badRequestError) Is(target error) bool { return target == errBadRequest 
 
 func badRequest(format string, args ...any) error {
 	return badRequestError(fmt.Sprintf(format, args...))
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	// The status is sent; an encoding or write error can only mean the
-	// client has gone.
-	_ = json.NewEncoder(w).Encode(v)
 }

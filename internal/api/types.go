@@ -1,11 +1,12 @@
 package api
 
 import (
-	"github.com/and3rn3t/hookd/internal/deploy"
 	"time"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
-// The wire types below are the API's contract; the CLI client decodes them.
+// The wire types below are the API's contract; Client decodes them.
 // They are kept apart from the deployer's own types so that a change there
 // does not silently change the API.
 
@@ -70,7 +71,7 @@ type Target struct {
 }
 
 // DeployResponse answers POST /deploy. Without wait (202) each job carries
-// only id, target and status; with wait (200, or 504 on timeout) the full job.
+// only id, target and status; with wait (200) the full job.
 type DeployResponse struct {
 	Jobs []Job `json:"jobs"`
 }
@@ -87,7 +88,8 @@ type JobsResponse struct {
 
 // ErrorResponse is the body of every error answer. Targets lists the known
 // target names and Images the images they follow when a deploy named
-// something unknown; Jobs holds the jobs' current states when a wait timed out.
+// something unknown; Jobs holds the jobs' current states when a wait ended
+// before they did (504 on its timeout, 503 when hookd began to shut down).
 type ErrorResponse struct {
 	Error   string   `json:"error"`
 	Targets []string `json:"targets,omitempty"`

@@ -10,7 +10,6 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/and3rn3t/hookd/internal/deploy"
@@ -27,6 +26,7 @@ import (
 	"github.com/google/go-github/v75/github"
 
 	"github.com/and3rn3t/hookd/internal/metrics"
+	"github.com/and3rn3t/hookd/internal/reply"
 )
 
 // Defaults for Config's zero values.
@@ -183,25 +183,12 @@ func writeError(w http.ResponseWriter, err error) (status int, outcome string) {
 			if e.status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", http.MethodPost)
 			}
-			writeJSON(w, e.status, errorAnswer{Error: e.err.Error()})
+			reply.JSON(w, e.status, errorAnswer{Error: e.err.Error()})
 			return e.status, e.outcome
 		}
 	}
-	writeJSON(w, http.StatusInternalServerError, errorAnswer{Error: errInternal.Error()})
+	reply.JSON(w, http.StatusInternalServerError, errorAnswer{Error: errInternal.Error()})
 	return http.StatusInternalServerError, outcomeError
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil { // the answer types cannot fail to encode
-		b = []byte(`{"error":"internal error"}`)
-		status = http.StatusInternalServerError
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }
 
 // The answers.
@@ -282,7 +269,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		status, outcome = ans.status, ans.outcome
-		writeJSON(w, status, ans.body)
+		reply.JSON(w, status, ans.body)
 	}
 	h.metrics.WebhookDeliveries.WithLabelValues(d.event, outcome).Inc()
 	attrs := append([]slog.Attr{
