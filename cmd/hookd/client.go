@@ -98,7 +98,7 @@ func parseDeploy(args []string, stderr io.Writer) (deployArgs, error) {
 	fs, cf := newClientFlagSet("deploy", "hookd deploy [TARGET] [--image REF] [--force] [--wait [--timeout 5m]]", stderr)
 	image := fs.String("image", "", "deploy the targets that follow this image (ghcr.io/owner/name:tag) instead of one target")
 	force := fs.Bool("force", false, "recreate even when the target already runs the newest image")
-	wait := fs.Bool("wait", false, "wait for the deploys to finish and exit non-zero if one failed or was rolled back")
+	wait := fs.Bool("wait", false, "wait for the deploys to finish and exit non-zero if one failed or was rolled back (a refused deploy exits non-zero with or without --wait)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
 	positional, err := parseArgs(fs, args)
 	if err != nil {
@@ -144,7 +144,7 @@ func clientDeploy(ctx context.Context, args []string, getenv func(string) string
 }
 
 // reportDeploy prints what a deploy answered and returns the verb's result:
-// errDeployFailed when a job failed or was rolled back, and when a wait
+// errDeployFailed when a job failed, was rolled back or refused, and when a wait
 // ended before the jobs did, where they stand.
 func reportDeploy(w io.Writer, jobs []api.Job, err error, a deployArgs) error {
 	var ae *api.Error
@@ -186,12 +186,12 @@ func printDeployJobs(w io.Writer, jobs []api.Job, final bool) {
 	}
 }
 
-// deployOutcome returns an error wrapping errDeployFailed when a job failed
-// or was rolled back.
+// deployOutcome returns an error wrapping errDeployFailed when a job failed,
+// was rolled back or was refused (a refusal is final at once, waiting or not).
 func deployOutcome(jobs []api.Job) error {
 	var bad []string
 	for _, j := range jobs {
-		if j.Status == deploy.StatusFailed || j.Status == deploy.StatusRolledBack {
+		if j.Status == deploy.StatusFailed || j.Status == deploy.StatusRolledBack || j.Status == deploy.StatusRefused {
 			bad = append(bad, j.Target+" "+string(j.Status))
 		}
 	}

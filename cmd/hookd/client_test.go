@@ -94,6 +94,8 @@ func TestReportDeploy(t *testing.T) {
 			nil, "rolled_back", true, []string{"rolled_back", "web: rolled back: unhealthy: exit code 3"}},
 		{"failed", true, ended(api.Job{Status: deploy.StatusFailed, Error: "pull ghcr.io/o/web:latest: denied"}),
 			nil, "failed", true, []string{"failed", "web: pull ghcr.io/o/web:latest: denied"}},
+		{"refused", false, ended(api.Job{Status: deploy.StatusRefused, Error: "digest sha256:bad was rolled back on web; deploy it again with force"}),
+			nil, "refused", true, []string{"refused", "web: digest sha256:bad was rolled back"}},
 		{"wait timed out", true, nil,
 			&api.Error{Status: http.StatusGatewayTimeout, Response: api.ErrorResponse{Error: "timed out after 100ms waiting for jobs", Jobs: running}},
 			"still running after 100ms", false, []string{"web", "running", "job-1"}},
