@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -39,6 +40,7 @@ type Config struct {
 	PruneImages      bool
 	LabelFilter      string
 	ShutdownTimeout  time.Duration
+	PublicURL        string
 }
 
 // setting describes one configuration key in all its spellings. Secrets are
@@ -104,6 +106,9 @@ var settings = []setting{
 	{key: "prune_images", env: "HOOKD_PRUNE_IMAGES", def: "false",
 		help:  "remove a target's images older than the previous one after a deploy",
 		field: func(c *Config) any { return &c.PruneImages }},
+	{key: "public_url", env: "HOOKD_PUBLIC_URL",
+		help:  "the address people reach hookd at (https://pi.example.net/hookd); links in notifications and GitHub deployment statuses point there",
+		field: func(c *Config) any { return &c.PublicURL }},
 	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
 		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
 		field: func(c *Config) any { return &c.LabelFilter }},
@@ -419,6 +424,11 @@ func validate(c *Config, problems *configError) {
 	case "debug", "info", "warn", "error":
 	default:
 		problems.add("log_level: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			problems.add("public_url: %q is not an http(s) address (example: https://pi.example.net/hookd)", c.PublicURL)
+		}
 	}
 	if k, _, _ := strings.Cut(c.LabelFilter, "="); c.LabelFilter != "" && (k == "" || strings.ContainsAny(c.LabelFilter, " ,")) {
 		problems.add("label_filter: %q is not key or key=value", c.LabelFilter)

@@ -167,6 +167,9 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 	if created, err := time.Parse(time.RFC3339Nano, newImg.Created); err == nil {
 		j.ImageCreated = created.UTC()
 	}
+	if c := newImg.Config; c != nil {
+		j.Revision, j.Source = c.Labels[deploy.LabelImageRevision], c.Labels[deploy.LabelImageSource]
+	}
 	if !j.Request.Force && newImg.ID == cur.Image {
 		return strategy.Outcome{Status: deploy.StatusUpToDate}
 	}

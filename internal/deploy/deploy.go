@@ -38,6 +38,10 @@ type Request struct {
 	Force bool `json:"force,omitempty"`
 	// ReceivedAt is when hookd learned of the image; lead time is measured from it.
 	ReceivedAt time.Time `json:"received_at"`
+	// SourceRepo ("OWNER/REPO") and Commit are what a webhook delivery says
+	// the image was built from, when it says so.
+	SourceRepo string `json:"source_repo,omitempty"`
+	Commit     string `json:"commit,omitempty"`
 }
 
 // Status is a job's state. Queued and running are live; the rest are final.
@@ -88,7 +92,21 @@ type Job struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 	// ImageCreated is the deployed image's build time, when it is known.
 	ImageCreated time.Time `json:"image_created,omitzero"`
+	// Revision and Source are the new image's
+	// org.opencontainers.image.revision and .source labels, when it has
+	// them (docker/metadata-action sets both).
+	Revision string `json:"revision,omitempty"`
+	Source   string `json:"source,omitempty"`
+	// Notes are facts a gate or reporter recorded on the job (a verified
+	// signer, a warning, a GitHub deployment), for people to read.
+	Notes []string `json:"notes,omitempty"`
 }
+
+// OCI image labels hookd reads.
+const (
+	LabelImageRevision = "org.opencontainers.image.revision"
+	LabelImageSource   = "org.opencontainers.image.source"
+)
 
 // Rollback reasons recorded on jobs and in the rollbacks metric.
 const (
@@ -122,8 +140,9 @@ var (
 	ErrJobNotFound   = errors.New("job not found")
 )
 
-// Clone returns a copy of j that shares no map with it.
+// Clone returns a copy of j that shares no map or slice with it.
 func (j Job) Clone() Job {
+	j.Notes = append([]string(nil), j.Notes...)
 	if j.Phases != nil {
 		p := make(map[string]float64, len(j.Phases))
 		for k, v := range j.Phases {

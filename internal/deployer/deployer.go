@@ -67,6 +67,15 @@ type Reconciler interface {
 	Reconcile(ctx context.Context, j strategy.Journal, settle func(context.Context, deploy.Step, deploy.Status) error) error
 }
 
+// Gate is a policy a deploy must pass once the strategy knows the digest
+// (and the image's revision and source, where it can tell) and before
+// anything is touched: a verified signature, green checks on the commit.
+// An error refuses the deploy with its message. A gate may record facts
+// on the job (Notes) for people to read.
+type Gate interface {
+	Admit(ctx context.Context, j *deploy.Job) error
+}
+
 // Config wires and tunes a Deployer. State, Ping and at least one Source
 // are required; zero values of the rest select the defaults.
 type Config struct {
@@ -78,6 +87,9 @@ type Config struct {
 	Sources []Source
 	// Strategies by name (deploy.Target.Strategy).
 	Strategies map[string]Strategy
+	// Gates every deploy passes after the deployer's own rule (a
+	// rolled-back digest is refused unless forced), in order.
+	Gates []Gate
 	// Concurrency is how many targets deploy at once (default 1).
 	Concurrency int
 	// QueueSize bounds the queued jobs across targets (default 64).

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -221,4 +222,55 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 10s")
+}
+
+// gateFunc is a Gate from a function.
+type gateFunc func(context.Context, *deploy.Job) error
+
+func (f gateFunc) Admit(ctx context.Context, j *deploy.Job) error { return f(ctx, j) }
+
+// TestGates: every gate sees the digest, may note facts on the job, and
+// refuses the deploy with its reason; the verifying stage is published.
+func TestGates(t *testing.T) {
+	s := &scripted{admit: "sha256:new", out: strategy.Outcome{Status: deploy.StatusSucceeded}}
+	d := strategyDeployer(t, s, nil)
+	var seen []string
+	d.cfg.Gates = []Gate{
+		gateFunc(func(_ context.Context, j *deploy.Job) error {
+			seen = append(seen, j.DigestAfter)
+			j.Notes = append(j.Notes, "signed by the app's workflow")
+			return nil
+		}),
+		gateFunc(func(_ context.Context, j *deploy.Job) error {
+			if j.Request.ID == "red" {
+				return errors.New("checks on the commit are failing")
+			}
+			return nil
+		}),
+	}
+	events, cancel := d.Subscribe("test", 32)
+	defer cancel()
+	runWorkers(t, d)
+	ctx := context.Background()
+
+	jobs, _ := d.Submit(ctx, deploy.Request{Target: "web", ID: "green"})
+	if j := waitJob(t, d, jobs[0].ID); j.Status != deploy.StatusSucceeded || !slices.Equal(j.Notes, []string{"signed by the app's workflow"}) {
+		t.Errorf("job through the gates = %s %v, want succeeded with the gate's note", j.Status, j.Notes)
+	}
+	jobs, _ = d.Submit(ctx, deploy.Request{Target: "web", ID: "red"})
+	if j := waitJob(t, d, jobs[0].ID); j.Status != deploy.StatusRefused || j.Error != "checks on the commit are failing" {
+		t.Errorf("job refused by a gate = %s %q, want refused with the gate's reason", j.Status, j.Error)
+	}
+	if !slices.Equal(seen, []string{"sha256:new", "sha256:new"}) {
+		t.Errorf("gate saw digests %v, want the strategy's digest each time", seen)
+	}
+	verifying := 0
+	for len(events) > 0 {
+		if e := <-events; e.Kind == string(deploy.StageVerifying) {
+			verifying++
+		}
+	}
+	if verifying != 2 {
+		t.Errorf("verifying events = %d, want 2", verifying)
+	}
 }

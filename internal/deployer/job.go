@@ -33,10 +33,22 @@ func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 		Journal: d.state,
 		OnStage: func(s deploy.Stage) { d.transition(runCtx, j, string(s)) },
 		OnSave:  func() { d.saveJob(runCtx, j) },
-		Policy: func(_ context.Context, digest string) error {
+		Policy: func(ctx context.Context, digest string) error {
 			d.mu.Lock()
-			defer d.mu.Unlock()
-			return d.refusalLocked(j.Target, digest, j.Request.Force)
+			err := d.refusalLocked(j.Target, digest, j.Request.Force)
+			d.mu.Unlock()
+			if err != nil || len(d.cfg.Gates) == 0 {
+				return err
+			}
+			j.DigestAfter = digest
+			j.Stage = deploy.StageVerifying
+			d.transition(runCtx, j, string(j.Stage))
+			for _, g := range d.cfg.Gates {
+				if err := g.Admit(ctx, &j); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	var out strategy.Outcome
