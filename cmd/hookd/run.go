@@ -24,7 +24,6 @@ import (
 
 	"github.com/and3rn3t/hookd/internal/api"
 	"github.com/and3rn3t/hookd/internal/deployer"
-	"github.com/and3rn3t/hookd/internal/memtrim"
 	"github.com/and3rn3t/hookd/internal/metrics"
 	"github.com/and3rn3t/hookd/internal/poller"
 	"github.com/and3rn3t/hookd/internal/registry"
@@ -209,11 +208,6 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		memtrim.Run(workCtx, memtrim.Config{Busy: func() bool { return !dep.Idle() }}, logger.With("component", "memtrim"))
-	}()
 	for i, srv := range servers {
 		logger.Info("listening", "addr", listeners[i].Addr().String(), "version", version)
 		wg.Add(1)
