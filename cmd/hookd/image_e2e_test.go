@@ -88,13 +88,15 @@ func TestImageEndToEnd(t *testing.T) {
 }
 
 // TestImageIdleFootprint measures what issue 6 asks to report: hookd's
-// resident memory in its container while it idles with 10 targets, and that
-// it writes nothing to disk meanwhile. It reads memory every 10 s for 180 s
-// (past hookd's first trim at a minute and the runtime's forced collection
-// at two) and holds the largest reading after the first trim (75 s) to the
-// goal. It takes three minutes, so it runs only with HOOKD_E2E_IDLE=1 (and
-// HOOKD_E2E_IMAGE), as root: it reads /proc/<pid>/status and /proc/<pid>/io
-// of the container's process.
+// memory in its container while it idles with 10 targets, and that it
+// writes nothing to disk meanwhile. It reads memory every 10 s for 180 s
+// (past the runtime's forced collection at two minutes) and holds the
+// largest private memory (RssAnon: heap, stacks, runtime metadata) to a
+// limit; VmRSS also counts pages of the binary, which the page cache holds
+// whether hookd maps them or not, so it is reported, not held. It takes
+// three minutes, so it runs only with HOOKD_E2E_IDLE=1 (and
+// HOOKD_E2E_IMAGE), as root: it reads /proc/<pid>/status, smaps_rollup and
+// io of the container's process.
 func TestImageIdleFootprint(t *testing.T) {
 	img := e2eImage(t)
 	if os.Getenv("HOOKD_E2E_IDLE") != "1" {
@@ -123,21 +125,19 @@ func TestImageIdleFootprint(t *testing.T) {
 	}
 	pid := info.State.Pid
 
-	const settle, window, step = 75 * time.Second, 180 * time.Second, 10 * time.Second
+	const window, step = 180 * time.Second, 10 * time.Second
 	time.Sleep(5 * time.Second) // start-up: reconcile, first listing
 	writesBefore := e2eProcField(t, pid, "io", "write_bytes")
-	var peak, last, peakAnon, peakFile int64
+	var peak, last procMemory // peak: the reading with the most private memory
 	var series []string
 	for at := 5 * time.Second; at < window; {
 		time.Sleep(step)
 		at += step
-		rss := e2eProcField(t, pid, "status", "VmRSS")
-		series = append(series, fmt.Sprintf("%.1f", float64(rss)/1024))
-		last = rss
-		if at >= settle && rss > peak {
-			peak = rss
-			peakAnon = e2eProcField(t, pid, "status", "RssAnon")
-			peakFile = e2eProcField(t, pid, "status", "RssFile")
+		m := e2eProcMemory(t, pid)
+		series = append(series, fmt.Sprintf("%.1f/%.1f", float64(m.RssAnon)/1024, float64(m.VmRSS)/1024))
+		last = m
+		if m.RssAnon > peak.RssAnon {
+			peak = m
 		}
 	}
 	writesAfter := e2eProcField(t, pid, "io", "write_bytes")
@@ -149,16 +149,18 @@ func TestImageIdleFootprint(t *testing.T) {
 		t.Fatalf("inspect image %s: %v", img, err)
 	}
 	t.Logf("image %s: %d bytes (%.1f MiB)", img, size.Size, float64(size.Size)/(1<<20))
-	t.Logf("hookd idle with %d targets, VmRSS every %v from 15 s (MiB): %s", targets, step, strings.Join(series, " "))
-	t.Logf("after %v: largest VmRSS %d KiB (%.1f MiB; anonymous %d KiB, file %d KiB), last %d KiB; Go heap in use %.1f MiB; start-up peak (VmHWM) %d KiB; disk writes while idle %d bytes",
-		settle, peak, float64(peak)/1024, peakAnon, peakFile, last, heap/(1<<20), hwmKiB, writesAfter-writesBefore)
+	t.Logf("hookd idle with %d targets, RssAnon/VmRSS every %v from 15 s (MiB): %s", targets, step, strings.Join(series, " "))
+	t.Logf("largest private memory: %v; last: %v; Go heap in use %.1f MiB; start-up peak (VmHWM) %d KiB; disk writes while idle %d bytes",
+		peak, last, heap/(1<<20), hwmKiB, writesAfter-writesBefore)
 	if writesAfter != writesBefore {
 		t.Errorf("hookd wrote %d bytes to disk while idle, want 0", writesAfter-writesBefore)
 	}
-	// Issue 6's goal; a bare program linking the same libraries idles at
-	// about 13 MiB.
-	if peak > 15*1024 {
-		t.Errorf("hookd idle VmRSS reached %d KiB after start-up, want at most 15 MiB", peak)
+	// Measured (amd64): at most 5.7 MiB here, where hookd's polls cannot
+	// reach the registry on the host's loopback; 7.3 MiB for the same
+	// binary outside a container, polling 10 targets over TLS
+	// (docs/memory.md). The limit leaves room for the runtime's timing.
+	if peak.RssAnon > 10*1024 {
+		t.Errorf("hookd idle private memory (RssAnon) reached %d KiB, want at most 10 MiB", peak.RssAnon)
 	}
 }
 
@@ -350,6 +352,24 @@ func e2eProcField(t *testing.T, pid int, file, field string) int64 {
 	}
 	t.Fatalf("/proc/%d/%s has no %s", pid, file, field)
 	return 0
+}
+
+// e2eProcMemory reads the memory of process pid (see procMemory).
+func e2eProcMemory(t *testing.T, pid int) procMemory {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("read /proc/%d/status (needs root): %v", pid, err)
+	}
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatalf("read /proc/%d/smaps_rollup (needs root): %v", pid, err)
+	}
+	m, err := parseProcMemory(status, rollup)
+	if err != nil {
+		t.Fatalf("/proc/%d: %v", pid, err)
+	}
+	return m
 }
 
 // e2eDockerSocket returns the engine's unix socket (DOCKER_HOST or the
