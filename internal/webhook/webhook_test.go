@@ -895,9 +895,9 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// TestBodyBufferReuse checks that recycled body buffers carry nothing from
-// one delivery into the next, whether or not the length is announced.
-func TestBodyBufferReuse(t *testing.T) {
+// TestSuccessiveDeliveries checks that nothing of one delivery carries into
+// the next on the same handler, whether or not the length is announced.
+func TestSuccessiveDeliveries(t *testing.T) {
 	real := readFixture(t, realFixture)
 	other := edit(t, real, `"name": "www",
     "namespace"`, `"name": "w2",
