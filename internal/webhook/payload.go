@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/and3rn3t/hookd/internal/deploy"
+	"reflect"
 	"strings"
 
-	"github.com/tidwall/gjson"
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
 // GitHub event names (X-GitHub-Event) hookd acts on. A GitHub App sends
@@ -38,10 +38,11 @@ const (
 // errMalformed is a correctly signed body that is not the JSON hookd needs.
 var errMalformed = errors.New("malformed JSON payload")
 
-// packageEnvelope holds only the fields hookd reads: decoding into
-// go-github's full event structs costs about 80 µs for a real 11 KB payload.
-// decodeEnvelope fills it. The json tags name the keys it reads
-// (BenchmarkParseEncodingJSON decodes with them, for comparison).
+// packageEnvelope holds only the fields hookd reads; encoding/json skips
+// the rest of the payload (the whole of a real one is about 11 KB, a third
+// of it container labels). go-github's PackageEvent would do, but it
+// decodes everything and ties the event name to the key, while a
+// registry_package delivery may carry either key.
 type packageEnvelope struct {
 	Action          string     `json:"action"`
 	Package         *ghPackage `json:"package"`
@@ -68,128 +69,84 @@ type ghPackage struct {
 	} `json:"package_version"`
 }
 
-// decodeEnvelope reads the fields of packageEnvelope from payload with
-// gjson, which validates the whole payload once and then unquotes only
-// those fields, skipping the rest.
+// decodeEnvelope decodes payload, a JSON object, into a packageEnvelope
+// with encoding/json and its rules: keys match case-insensitively and the
+// last of repeated keys counts; null or absent reads as empty (a package
+// object: as nil); a field of another JSON type than its own is an error.
 //
-// The payload must be valid JSON (RFC 8259; gjson.ValidBytes agrees with
-// encoding/json except that it has no nesting limit) whose top level is an
-// object. Each field is read at its exact key; of repeated keys, the first
-// counts. A field that is null or absent reads as empty (a package object:
-// as nil); a field of another JSON type than its own (a string, or an object
-// on the way to one) is an error, as it is for encoding/json. FuzzParse
-// holds it to a reference built on encoding/json's tokenizer.
+// encoding/json checks the whole payload before decoding, without
+// recursion, and refuses nesting deeper than 10000 levels: a signed body of
+// millions of brackets is an error, not a stack overflow.
+//
+// The error names the field and the JSON types, never payload text.
 func decodeEnvelope(payload []byte) (packageEnvelope, error) {
-	if !gjson.ValidBytes(payload) {
-		return packageEnvelope{}, errors.New("not valid JSON")
+	var env packageEnvelope
+	if err := json.Unmarshal(payload, &env); err != nil {
+		return packageEnvelope{}, describe(err)
 	}
-	// Valid JSON that starts with '{' is an object. gjson.ParseBytes would
-	// copy the whole payload to tell.
-	if p := bytes.TrimLeft(payload, " \t\r\n"); p[0] != '{' {
-		return packageEnvelope{}, fmt.Errorf("top level is %s, want an object", jsonType(gjson.ParseBytes(p)))
+	// Unmarshal takes a top-level null for "leave it as it is".
+	if p := bytes.TrimLeft(payload, " \t\r\n"); p[0] == 'n' {
+		return packageEnvelope{}, errors.New("top level is null, want an object")
 	}
-	// GetManyBytes copies each result out of payload (a pooled buffer); the
-	// package objects' fields are then read from those copies.
-	var d fields
-	top := gjson.GetManyBytes(payload, "action", "package", "registry_package")
-	env := packageEnvelope{
-		Action:          d.str("", "action", top[0]),
-		Package:         d.pkg("package", top[1]),
-		RegistryPackage: d.pkg("registry_package", top[2]),
-	}
-	return env, d.err
+	return env, nil
 }
 
-// fields reads typed fields out of gjson results, keeping the first error.
-type fields struct{ err error }
-
-// str returns the string r holds: "" for null or absent.
-func (d *fields) str(object, key string, r gjson.Result) string {
-	switch r.Type {
-	case gjson.String:
-		return r.Str
-	case gjson.Null:
-		return ""
+// describe returns an error of encoding/json as a message that names a
+// field and JSON types or a byte offset, but holds no payload text (a
+// SyntaxError quotes a character, an UnmarshalTypeError a number).
+func describe(err error) error {
+	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
+		// "invalid character '[' exceeded max depth"
+		if strings.HasSuffix(e.Error(), "exceeded max depth") {
+			return fmt.Errorf("nested deeper than encoding/json's 10000 levels at byte %d", e.Offset)
+		}
+		return fmt.Errorf("not valid JSON at byte %d", e.Offset)
 	}
-	d.fail(object, key, r, "a string")
-	return ""
+	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		field := e.Field
+		if field == "" {
+			field = "top level"
+		}
+		return fmt.Errorf("%s is %s, want %s", field, jsonValue(e.Value), goKind(e.Type))
+	}
+	// Unmarshal's other errors are about the Go types it is given.
+	return errors.New("not valid JSON")
 }
 
-// object returns r when it is an object; ok is false for null or absent.
-func (d *fields) object(object, key string, r gjson.Result) (_ gjson.Result, ok bool) {
-	switch {
-	case r.IsObject():
-		return r, true
-	case r.Type == gjson.Null:
-		return gjson.Result{}, false
-	}
-	d.fail(object, key, r, "an object")
-	return gjson.Result{}, false
-}
-
-// fail records that object.key is of the wrong type. The message names
-// only fixed keys and JSON types, never payload text.
-func (d *fields) fail(object, key string, r gjson.Result, want string) {
-	if d.err != nil {
-		return
-	}
-	if object != "" {
-		key = object + "." + key
-	}
-	d.err = fmt.Errorf("%s is %s, want %s", key, jsonType(r), want)
-}
-
-// pkg reads the package object at key.
-func (d *fields) pkg(key string, r gjson.Result) *ghPackage {
-	o, ok := d.object("", key, r)
-	if !ok {
-		return nil
-	}
-	p := new(ghPackage)
-	f := gjson.GetMany(o.Raw, "name", "namespace", "ecosystem", "package_type", "owner", "package_version")
-	p.Name = d.str(key, "name", f[0])
-	p.Namespace = d.str(key, "namespace", f[1])
-	p.Ecosystem = d.str(key, "ecosystem", f[2])
-	p.PackageType = d.str(key, "package_type", f[3])
-	if owner, ok := d.object(key, "owner", f[4]); ok {
-		p.Owner.Login = d.str(key, "owner.login", owner.Get("login"))
-	}
-	pv, ok := d.object(key, "package_version", f[5])
-	if !ok {
-		return p
-	}
-	v := gjson.GetMany(pv.Raw, "version", "package_url", "container_metadata")
-	p.PackageVersion.Version = d.str(key, "package_version.version", v[0])
-	p.PackageVersion.PackageURL = d.str(key, "package_version.package_url", v[1])
-	cm, ok := d.object(key, "package_version.container_metadata", v[2])
-	if !ok {
-		return p
-	}
-	tag, ok := d.object(key, "package_version.container_metadata.tag", cm.Get("tag"))
-	if !ok {
-		return p
-	}
-	t := gjson.GetMany(tag.Raw, "name", "digest")
-	p.PackageVersion.ContainerMetadata.Tag.Name = d.str(key, "package_version.container_metadata.tag.name", t[0])
-	p.PackageVersion.ContainerMetadata.Tag.Digest = d.str(key, "package_version.container_metadata.tag.digest", t[1])
-	return p
-}
-
-// jsonType names r's JSON type for an error message.
-func jsonType(r gjson.Result) string {
-	switch {
-	case r.Type == gjson.String:
+// jsonValue names the JSON type in an UnmarshalTypeError's Value: "number",
+// "number -5", "bool", "string", "array", "object".
+func jsonValue(v string) string {
+	switch v, _, _ = strings.Cut(v, " "); v {
+	case "string":
 		return "a string"
-	case r.Type == gjson.Number:
+	case "number":
 		return "a number"
-	case r.Type == gjson.True, r.Type == gjson.False:
+	case "bool":
 		return "a boolean"
-	case r.IsObject():
-		return "an object"
-	case r.IsArray():
+	case "array":
 		return "an array"
+	case "object":
+		return "an object"
 	}
-	return "null"
+	return "another type"
+}
+
+// goKind names the JSON type a Go type of the envelopes takes.
+func goKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Struct, reflect.Pointer, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Int, reflect.Int64:
+		return "a 64-bit integer"
+	}
+	return "another type"
 }
 
 // mapping is what a package delivery asks for: an image to deploy, or the
@@ -269,14 +226,12 @@ func parsePackage(event string, payload []byte, host string) (mapping, error) {
 	if !validRef(repo, tag) {
 		return mapping{ignore: reasonBadRef}, nil
 	}
-	// The tag and digest outlive the delivery in the queue: clone them out
-	// of the package object's copy they are substrings of.
-	m := mapping{repository: repo, tag: strings.Clone(tag)}
+	m := mapping{repository: repo, tag: tag}
 	switch {
 	case validSHA256(pv.ContainerMetadata.Tag.Digest):
-		m.digest = strings.Clone(pv.ContainerMetadata.Tag.Digest)
+		m.digest = pv.ContainerMetadata.Tag.Digest
 	case validSHA256(pv.Version):
-		m.digest = strings.Clone(pv.Version)
+		m.digest = pv.Version
 	}
 	return m, nil
 }
@@ -413,7 +368,7 @@ type pingPayload struct {
 func parsePing(payload []byte) (pingPayload, error) {
 	var p pingPayload
 	if err := json.Unmarshal(payload, &p); err != nil {
-		return pingPayload{}, fmt.Errorf("%w: %v", errMalformed, err)
+		return pingPayload{}, fmt.Errorf("%w: %v", errMalformed, describe(err))
 	}
 	return p, nil
 }

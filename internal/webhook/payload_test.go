@@ -1,14 +1,17 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/and3rn3t/hookd/internal/deploy"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
 // TestParsePackage covers the mapping rules on payloads derived from the
@@ -263,10 +266,24 @@ func TestIsArtifactTag(t *testing.T) {
 	}
 }
 
-// FuzzParse checks that decodeEnvelope reads what refEnvelope (encoding/json's
-// tokenizer) reads, that the parser never panics, and that whatever it maps
-// is a normalised reference the deployer accepts.
+// FuzzParse checks, on mutations of the fixtures and of decodeCases, that
+// the parsers never panic and that what parsePackage returns holds:
+//   - an error wraps errMalformed, names no payload text, and is the only
+//     answer to a payload that is not a JSON object;
+//   - an ignored delivery gives one of the reasons and no image;
+//   - a mapped one is a normalised reference on host that the deployer
+//     accepts, and its tag, digest, name and owner are strings the payload
+//     holds under the keys they come from.
+//
+// Byte mutations seldom land inside the few strings hookd reads, so each
+// input is also spliced, as a JSON string, into the real payload as the
+// tag, the package name and the namespace: the result must be exactly the
+// image the payload then names (see checkSpliced).
 func FuzzParse(f *testing.F) {
+	real, err := os.ReadFile(filepath.Join("testdata", realFixture))
+	if err != nil {
+		f.Fatal(err)
+	}
 	entries, err := os.ReadDir("testdata")
 	if err != nil {
 		f.Fatal(err)
@@ -285,20 +302,26 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(`{"action":"updated","registry_package":{"name":"A","namespace":"B/c","package_type":"docker","package_version":{"container_metadata":{"tag":{"name":"x"}}}}}`), "localhost:5000")
 	reasons := []string{reasonAction, reasonNotContainer, reasonUntagged, reasonArtifactTag, reasonURLMismatch, reasonBadRef}
+	f.Add([]byte("v1.2 "), "ghcr.io")
+	f.Add([]byte("WWW/Api"), "ghcr.io")
+	f.Add([]byte(""), "ghcr.io")
 	f.Fuzz(func(t *testing.T, payload []byte, host string) {
-		checkEnvelope(t, payload)
-
+		if _, err := parsePing(payload); err != nil {
+			checkMalformed(t, err)
+		}
 		if _, err := deploy.ParseRef(host + "/o/n"); err != nil {
 			host = DefaultRegistryHost
 		}
 		host = strings.ToLower(host)
+		object := json.Valid(payload) && bytes.TrimLeft(payload, " \t\r\n")[0] == '{'
 		for _, event := range []string{eventPackage, eventRegistryPackage} {
 			m, err := parsePackage(event, payload, host)
 			if err != nil {
-				if !errors.Is(err, errMalformed) {
-					t.Fatalf("error %v does not wrap errMalformed", err)
-				}
+				checkMalformed(t, err)
 				continue
+			}
+			if !object {
+				t.Fatalf("parsePackage(%s) accepted a payload that is not a JSON object", event)
 			}
 			if m.ignore != "" {
 				if !slices.Contains(reasons, m.ignore) || m.repository != "" {
@@ -327,11 +350,195 @@ func FuzzParse(f *testing.F) {
 			if isArtifactTag(m.tag) {
 				t.Fatalf("artifact tag %q mapped", m.tag)
 			}
+			checkFromPayload(t, m, host, stringsByKey(t, payload))
 		}
+		checkSpliced(t, real, string(payload), host)
 	})
 }
 
-// BenchmarkParse is the decode and mapping step alone.
+// checkSpliced puts v into the real payload as the tag, as the package name
+// and as the namespace (with package_url to match), and fails t unless each
+// parses to exactly the image the payload then names, or, only when that
+// image is no valid reference or an artifact tag, to an ignore reason.
+func checkSpliced(t *testing.T, real []byte, v, host string) {
+	t.Helper()
+	quote := func(s string) string {
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// v as the payload holds it once decoded: invalid UTF-8 is replaced.
+	var dv string
+	if err := json.Unmarshal([]byte(quote(v)), &dv); err != nil {
+		t.Fatal(err)
+	}
+	owner, _, _ := strings.Cut(dv, "/")
+	urlOwner, _, _ := strings.Cut(v, "/")
+	if dv == "" {
+		owner, urlOwner = "theryangeary", "theryangeary" // package.owner.login
+	}
+	const (
+		url  = `"package_url": "ghcr.io/theryangeary/www:0e2a89b"`
+		tag  = `"name": "0e2a89b"`
+		name = `"name": "www",
+    "namespace": "theryangeary"`
+	)
+	splice := func(pairs ...string) []byte {
+		b := real
+		for i := 0; i < len(pairs); i += 2 {
+			if n := bytes.Count(b, []byte(pairs[i])); n != 1 {
+				t.Fatalf("splice: %q occurs %d times in the real payload, want 1", pairs[i], n)
+			}
+			b = bytes.Replace(b, []byte(pairs[i]), []byte(pairs[i+1]), 1)
+		}
+		return b
+	}
+	tests := []struct {
+		field string
+		body  []byte
+		repo  string // before lowering
+		tag   string
+	}{
+		{"tag", splice(tag, `"name": `+quote(v), url, `"package_url": `+quote("ghcr.io/theryangeary/www:"+v)),
+			host + "/theryangeary/www", dv},
+		{"name", splice(name, `"name": `+quote(v)+`,
+    "namespace": "theryangeary"`, url, `"package_url": `+quote("ghcr.io/theryangeary/"+v+":0e2a89b")),
+			host + "/theryangeary/" + dv, "0e2a89b"},
+		{"namespace", splice(name, `"name": "www",
+    "namespace": `+quote(v), url, `"package_url": `+quote("ghcr.io/"+urlOwner+"/www:0e2a89b")),
+			host + "/" + owner + "/www", "0e2a89b"},
+	}
+	for _, tt := range tests {
+		m, err := parsePackage(eventPackage, tt.body, host)
+		if err != nil {
+			t.Fatalf("%s %q spliced into the real payload: %v", tt.field, v, err)
+		}
+		valid := isASCII(tt.repo) && validRef(strings.ToLower(tt.repo), tt.tag) && !isArtifactTag(tt.tag)
+		want := mapping{repository: strings.ToLower(tt.repo), tag: tt.tag, digest: realDigest}
+		switch {
+		case valid && m != want:
+			t.Fatalf("%s %q spliced into the real payload: %+v, want %+v", tt.field, v, m, want)
+		case !valid && !slices.Contains([]string{reasonUntagged, reasonArtifactTag, reasonURLMismatch, reasonBadRef}, m.ignore):
+			t.Fatalf("%s %q spliced into the real payload: %+v, want it ignored: %s:%s is no valid image", tt.field, v, m, tt.repo, tt.tag)
+		}
+	}
+}
+
+// checkMalformed fails t unless err wraps errMalformed and its detail is
+// one of the fixed forms.
+func checkMalformed(t *testing.T, err error) {
+	t.Helper()
+	if !errors.Is(err, errMalformed) {
+		t.Fatalf("error %v does not wrap errMalformed", err)
+	}
+	detail, ok := strings.CutPrefix(err.Error(), errMalformed.Error()+": ")
+	if !ok {
+		t.Fatalf("error %q is not %q and a detail", err, errMalformed)
+	}
+	if detail == "no package object" || detail == "no registry_package object" {
+		return
+	}
+	checkErrorText(t, detail)
+}
+
+// checkFromPayload fails t unless m's tag, digest and repository are made
+// of strings that byKey (stringsByKey of the payload) holds under the keys
+// they are read from: the tag under "name", the digest under "digest" or
+// "version", the repository's path as owner/name with the owner under
+// "login" or (up to a slash) under "namespace".
+func checkFromPayload(t *testing.T, m mapping, host string, byKey map[string][]string) {
+	t.Helper()
+	under := func(key string) []string {
+		var vs []string
+		for k, v := range byKey {
+			if strings.EqualFold(k, key) { // encoding/json matches keys so
+				vs = append(vs, v...)
+			}
+		}
+		return vs
+	}
+	if !slices.Contains(under("name"), m.tag) {
+		t.Fatalf("tag %q is no name in the payload", m.tag)
+	}
+	if m.digest != "" && !slices.Contains(under("digest"), m.digest) && !slices.Contains(under("version"), m.digest) {
+		t.Fatalf("digest %q is no digest or version in the payload", m.digest)
+	}
+	owners := under("login")
+	for _, ns := range under("namespace") {
+		owner, _, _ := strings.Cut(ns, "/")
+		owners = append(owners, owner)
+	}
+	path := strings.TrimPrefix(m.repository, host+"/")
+	for _, owner := range owners {
+		for _, name := range under("name") {
+			if strings.ToLower(owner+"/"+name) == path {
+				return
+			}
+		}
+	}
+	t.Fatalf("repository %q is no owner/name of the payload's strings", m.repository)
+}
+
+// stringsByKey returns the string values of payload, a JSON text
+// encoding/json accepts, by the key they are found under, at any depth. It
+// reads tokens, so it does not share decodeEnvelope's code path.
+func stringsByKey(t *testing.T, payload []byte) map[string][]string {
+	t.Helper()
+	type level struct {
+		object  bool
+		wantKey bool
+		key     string
+	}
+	var stack []level
+	done := func() { // a value ended
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	out := map[string][]string{}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("token: %v", err)
+		}
+		n := len(stack)
+		if n > 0 && stack[n-1].wantKey {
+			if tok == json.Delim('}') {
+				stack = stack[:n-1]
+				done()
+				continue
+			}
+			stack[n-1].key, stack[n-1].wantKey = tok.(string), false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, level{object: true, wantKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, level{})
+			continue
+		case json.Delim(']'):
+			stack = stack[:n-1]
+			done()
+			continue
+		}
+		if s, ok := tok.(string); ok && n > 0 && stack[n-1].object {
+			out[stack[n-1].key] = append(out[stack[n-1].key], s)
+		}
+		done()
+	}
+}
+
+// BenchmarkParse is the decode and mapping step alone, for the real
+// payload.
 func BenchmarkParse(b *testing.B) {
 	real, err := os.ReadFile(filepath.Join("testdata", realFixture))
 	if err != nil {
@@ -342,23 +549,6 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		if m, err := parsePackage(eventPackage, real, DefaultRegistryHost); err != nil || m.ignore != "" {
 			b.Fatal(m, err)
-		}
-	}
-}
-
-// BenchmarkParseEncodingJSON is what the same decode costs with
-// encoding/json, for comparison.
-func BenchmarkParseEncodingJSON(b *testing.B) {
-	real, err := os.ReadFile(filepath.Join("testdata", realFixture))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(real)))
-	b.ReportAllocs()
-	for b.Loop() {
-		var e packageEnvelope
-		if err := json.Unmarshal(real, &e); err != nil {
-			b.Fatal(err)
 		}
 	}
 }

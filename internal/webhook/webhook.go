@@ -77,15 +77,7 @@ type Handler struct {
 
 	mu       sync.Mutex
 	inflight map[string]struct{} // delivery ids between the dedupe look-up and Record
-
-	// bodies recycles body buffers: at a few thousand deliveries a second
-	// they are most of what the handler allocates. Nothing of a body is
-	// kept past ServeHTTP; what is kept is copied out.
-	bodies sync.Pool // *[]byte
 }
-
-// maxPooledBody is the largest body buffer kept for reuse.
-const maxPooledBody = 64 << 10
 
 var _ http.Handler = (*Handler)(nil)
 
@@ -224,7 +216,6 @@ type (
 
 // delivery is what one request has told so far, for the answer's log line.
 type delivery struct {
-	body     []byte // the body buffer, returned to the pool at the end
 	id       string // X-GitHub-Delivery, once checked
 	event    string // metrics label: one of the event constants
 	received time.Time
@@ -248,9 +239,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if id := github.DeliveryID(r); validDeliveryID(id) {
 		d.id = id
-	}
-	if b, ok := h.bodies.Get().(*[]byte); ok {
-		d.body = (*b)[:0]
 	}
 	ans, err := h.serve(w, r, d)
 	var status int
@@ -280,10 +268,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Float64("duration_seconds", h.now().Sub(d.received).Seconds()),
 	}, d.attrs...)
 	h.log.LogAttrs(r.Context(), d.level, "webhook delivery", attrs...)
-	if d.body != nil && cap(d.body) <= maxPooledBody {
-		b := d.body[:0]
-		h.bodies.Put(&b)
-	}
 }
 
 // serve runs the pipeline: cap and read the body, verify the signature,
@@ -292,8 +276,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, d *delivery) (an
 	if r.Method != http.MethodPost {
 		return answer{}, errMethod
 	}
-	body, err := readBody(w, r, h.maxBody, d.body)
-	d.body = body
+	body, err := readBody(w, r, h.maxBody)
 	if err != nil {
 		return answer{}, err
 	}
@@ -437,40 +420,20 @@ func ignored(d *delivery, reason, image string) answer {
 	}
 }
 
-// readBody reads at most limit bytes of the body, appending to buf.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) ([]byte, error) {
+// readBody reads the body, at most limit bytes of it. A body announced
+// larger is refused before anything is read.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
-		return buf, errTooLarge
+		return nil, errTooLarge
 	}
-	// Room for a body of announced length and the read that returns io.EOF.
-	if need := int(r.ContentLength) + 1; cap(buf) < need {
-		buf = make([]byte, 0, max(need, 512))
-	}
-	b, err := readAll(http.MaxBytesReader(w, r.Body, limit), buf)
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return b, errTooLarge
+			return nil, errTooLarge
 		}
-		return b, fmt.Errorf("%w: %v", errReadBody, err)
+		return nil, fmt.Errorf("%w: %v", errReadBody, err)
 	}
 	return b, nil
-}
-
-// readAll is io.ReadAll appending to b.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
 }
 
 // extractPayload returns the JSON payload of a body in either content type

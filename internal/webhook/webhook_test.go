@@ -895,9 +895,9 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// TestBodyBufferReuse checks that recycled body buffers carry nothing from
-// one delivery into the next, whether or not the length is announced.
-func TestBodyBufferReuse(t *testing.T) {
+// TestSuccessiveDeliveries checks that nothing of one delivery carries into
+// the next on the same handler, whether or not the length is announced.
+func TestSuccessiveDeliveries(t *testing.T) {
 	real := readFixture(t, realFixture)
 	other := edit(t, real, `"name": "www",
     "namespace"`, `"name": "w2",
@@ -927,5 +927,53 @@ func TestBodyBufferReuse(t *testing.T) {
 				t.Errorf("step %d (unknown length %v): %d %s, want %d image %q", i, unknownLen, rec.Code, rec.Body, s.wantCode, s.wantImage)
 			}
 		}
+	}
+}
+
+// TestDeepNesting sends correctly signed deliveries whose JSON nests arrays
+// a million and ten million deep, under the largest body limit the
+// configuration allows (25 MiB): each is answered 400, and the handler is
+// still there to queue the next delivery. A decoder that recurses once per
+// level overflows the goroutine stack somewhere past five million levels (a
+// 12 MB body), a fatal error that no recover catches: the whole process
+// dies. Below that it still grows the stack by hundreds of megabytes.
+func TestDeepNesting(t *testing.T) {
+	real := readFixture(t, realFixture)
+	nest := func(depth int) string { return strings.Repeat("[", depth) + strings.Repeat("]", depth) }
+	inField := func(depth int) []byte {
+		return edit(t, real, `"action": "published",`, `"action": "published", "deep": `+nest(depth)+`,`)
+	}
+	const maxBody = 25 << 20
+	tests := []struct {
+		name  string
+		event string
+		body  []byte
+		form  bool
+	}{
+		{"1e6 in a field hookd skips", "package", inField(1_000_000), false},
+		{"1e6 in a field hookd skips, as form", "package", inField(1_000_000), true},
+		{"1e6 as the package object", "registry_package", []byte(`{"action":"published","registry_package":` + nest(1_000_000) + `}`), false},
+		{"1e6 as the whole body", "package", []byte(nest(1_000_000)), false},
+		{"1e6 in a ping", "ping", []byte(`{"hook_id":1,"hook":` + nest(1_000_000) + `}`), false},
+		{"1e7 in a field hookd skips", "package", inField(10_000_000), false},
+	}
+	e := newEnv(t, Config{MaxBodyBytes: maxBody}, "www")
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if wire, _ := (hook{body: tt.body, form: tt.form}).wire(); len(wire) > maxBody {
+				t.Fatalf("body of %d bytes does not fit the limit", len(wire))
+			}
+			rec, got := send(t, e.h, hook{event: tt.event, id: fmt.Sprintf("deep-%d", i), body: tt.body, form: tt.form, secret: newSecret})
+			if rec.Code != http.StatusBadRequest || got.Error != errMalformed.Error() {
+				t.Errorf("answer = %d %.200q, want 400 %q", rec.Code, rec.Body, errMalformed)
+			}
+		})
+	}
+	if n := e.sub.callCount(); n != 0 {
+		t.Errorf("submitted %d requests, want 0", n)
+	}
+	rec, got := send(t, e.h, hook{event: "package", id: "after-deep", body: real, secret: newSecret})
+	if rec.Code != http.StatusAccepted || got.Status != "queued" {
+		t.Errorf("delivery after the deep ones: %d %+v, want 202 queued", rec.Code, got)
 	}
 }
