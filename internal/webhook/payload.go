@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/and3rn3t/hookd/internal/deploy"
@@ -47,6 +48,9 @@ type packageEnvelope struct {
 	Action          string     `json:"action"`
 	Package         *ghPackage `json:"package"`
 	RegistryPackage *ghPackage `json:"registry_package"`
+	Repository      struct {
+		FullName string `json:"full_name"`
+	} `json:"repository"`
 }
 
 type ghPackage struct {
@@ -60,6 +64,7 @@ type ghPackage struct {
 	PackageVersion struct {
 		Version           string `json:"version"`
 		PackageURL        string `json:"package_url"`
+		TargetOID         string `json:"target_oid"`
 		ContainerMetadata struct {
 			Tag struct {
 				Name   string `json:"name"`
@@ -156,6 +161,10 @@ type mapping struct {
 	tag        string
 	digest     string // "sha256:<64 hex>" or empty
 	ignore     string // one of the reason constants; empty when there is an image
+	// sourceRepo ("OWNER/REPO") and commit are what the delivery says the
+	// image was built from, when it says so in a well-formed way; GitHub
+	// deployment statuses go to that commit.
+	sourceRepo, commit string
 }
 
 // image returns "repository:tag".
@@ -227,6 +236,12 @@ func parsePackage(event string, payload []byte, host string) (mapping, error) {
 		return mapping{ignore: reasonBadRef}, nil
 	}
 	m := mapping{repository: repo, tag: tag}
+	if fullNamePattern.MatchString(env.Repository.FullName) {
+		m.sourceRepo = env.Repository.FullName
+	}
+	if commitPattern.MatchString(pv.TargetOID) {
+		m.commit = pv.TargetOID
+	}
 	switch {
 	case validSHA256(pv.ContainerMetadata.Tag.Digest):
 		m.digest = pv.ContainerMetadata.Tag.Digest
@@ -235,6 +250,13 @@ func parsePackage(event string, payload []byte, host string) (mapping, error) {
 	}
 	return m, nil
 }
+
+// A repository's full name (GitHub's rules for owners and names) and a
+// git object id (SHA-1, or SHA-256 in repositories that use it).
+var (
+	fullNamePattern = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$`)
+	commitPattern   = regexp.MustCompile(`^(?:[0-9a-f]{40}|[0-9a-f]{64})$`)
+)
 
 func isContainer(values ...string) bool {
 	known := false

@@ -188,6 +188,10 @@ func TestParsePackage(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parsePackage() error = %v", err)
 			}
+			if tt.want.ignore == "" && tt.want.sourceRepo == "" {
+				// Every body here is the real delivery, edited elsewhere.
+				tt.want.sourceRepo, tt.want.commit = realSourceRepo, realCommit
+			}
 			if got != tt.want {
 				t.Errorf("parsePackage() = %+v, want %+v", got, tt.want)
 			}
@@ -201,7 +205,8 @@ func TestParsePackageFixtures(t *testing.T) {
 		fixture string
 		want    mapping
 	}{
-		{realFixture, mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest}},
+		{realFixture, mapping{repository: "ghcr.io/theryangeary/www", tag: "0e2a89b", digest: realDigest,
+			sourceRepo: realSourceRepo, commit: realCommit}},
 		{"package.published.docker.json", mapping{ignore: reasonNotContainer}},
 		{"package.published.npm.json", mapping{ignore: reasonNotContainer}},
 		{"registry_package.published.json", mapping{ignore: reasonNotContainer}},
@@ -212,6 +217,40 @@ func TestParsePackageFixtures(t *testing.T) {
 			if err != nil || got != tt.want {
 				t.Errorf("parsePackage(%s, %s) = %+v, %v; want %+v", event, tt.fixture, got, err, tt.want)
 			}
+		}
+	}
+}
+
+// What the real delivery says the image was built from.
+const (
+	realSourceRepo = "theryangeary/www"
+	realCommit     = "0e2a89b191332bb87b4f2fefef2f597eba2197b3"
+)
+
+// TestParsePackageSource: the repository and commit a delivery names are
+// passed on only when they are well formed; anything else is left out, the
+// delivery itself still deploys.
+func TestParsePackageSource(t *testing.T) {
+	real := readFixture(t, realFixture)
+	const oid = `"target_oid": "0e2a89b191332bb87b4f2fefef2f597eba2197b3"`
+	const full = `"full_name": "theryangeary/www"`
+	tests := []struct {
+		name         string
+		body         []byte
+		repo, commit string
+	}{
+		{"real", real, realSourceRepo, realCommit},
+		{"sha-256 repository", edit(t, real, oid, `"target_oid": "`+strings.Repeat("ab", 32)+`"`), realSourceRepo, strings.Repeat("ab", 32)},
+		{"short oid", edit(t, real, oid, `"target_oid": "0e2a89b"`), realSourceRepo, ""},
+		{"oid not hex", edit(t, real, oid, `"target_oid": "`+strings.Repeat("z", 40)+`"`), realSourceRepo, ""},
+		{"no repository", edit(t, real, full, `"full_name": ""`), "", realCommit},
+		{"repository with a path", edit(t, real, full, `"full_name": "theryangeary/www/../x"`), "", realCommit},
+		{"repository with spaces", edit(t, real, full, `"full_name": "the ryan/www"`), "", realCommit},
+	}
+	for _, tt := range tests {
+		got, err := parsePackage(eventPackage, tt.body, DefaultRegistryHost)
+		if err != nil || got.ignore != "" || got.sourceRepo != tt.repo || got.commit != tt.commit {
+			t.Errorf("%s: parsePackage() = %+v, %v; want source %q, commit %q", tt.name, got, err, tt.repo, tt.commit)
 		}
 	}
 }
@@ -416,7 +455,8 @@ func checkSpliced(t *testing.T, real []byte, v, host string) {
 			t.Fatalf("%s %q spliced into the real payload: %v", tt.field, v, err)
 		}
 		valid := isASCII(tt.repo) && validRef(strings.ToLower(tt.repo), tt.tag) && !isArtifactTag(tt.tag)
-		want := mapping{repository: strings.ToLower(tt.repo), tag: tt.tag, digest: realDigest}
+		want := mapping{repository: strings.ToLower(tt.repo), tag: tt.tag, digest: realDigest,
+			sourceRepo: realSourceRepo, commit: realCommit}
 		switch {
 		case valid && m != want:
 			t.Fatalf("%s %q spliced into the real payload: %+v, want %+v", tt.field, v, m, want)

@@ -341,6 +341,8 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 		Repository: m.repository,
 		Tag:        m.tag,
 		Digest:     m.digest,
+		SourceRepo: m.sourceRepo,
+		Commit:     m.commit,
 		Trigger:    deploy.TriggerWebhook,
 		ID:         d.id,
 		ReceivedAt: d.received,

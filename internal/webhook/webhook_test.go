@@ -251,6 +251,8 @@ func TestQueuedRequest(t *testing.T) {
 				t.Fatalf("status = %d (%s), want 202", rec.Code, rec.Body)
 			}
 			reqs := e.sub.accepted()
+			// Every body here is the real delivery: it names its source.
+			tt.want.SourceRepo, tt.want.Commit = realSourceRepo, realCommit
 			if len(reqs) != 1 || reqs[0] != tt.want {
 				t.Errorf("submitted %+v, want [%+v]", reqs, tt.want)
 			}
