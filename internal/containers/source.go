@@ -106,11 +106,12 @@ func (s *Source) Watch(ctx context.Context) (<-chan string, <-chan error) {
 		filters.Arg("event", string(events.ActionDestroy)),
 		filters.Arg("event", string(events.ActionRename)),
 	)})
-	return actorIDs(ctx, msgs), errs
+	return ActorIDs(ctx, msgs), errs
 }
 
-// actorIDs turns an event stream into the ids it names.
-func actorIDs(ctx context.Context, msgs <-chan events.Message) <-chan string {
+// ActorIDs turns an engine event stream into the ids of the objects it
+// names, until ctx is done or the stream closes.
+func ActorIDs(ctx context.Context, msgs <-chan events.Message) <-chan string {
 	ids := make(chan string)
 	go func() {
 		defer close(ids)

@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 
+	"github.com/and3rn3t/hookd/internal/containers"
 	"github.com/and3rn3t/hookd/internal/deploy"
 )
 
@@ -153,24 +154,5 @@ func (s *Source) Watch(ctx context.Context) (<-chan string, <-chan error) {
 	msgs, errs := s.docker.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("type", string(events.ServiceEventType)),
 	)})
-	ids := make(chan string)
-	go func() {
-		defer close(ids)
-		for {
-			select {
-			case m, ok := <-msgs:
-				if !ok {
-					return
-				}
-				select {
-				case ids <- m.Actor.ID:
-				case <-ctx.Done():
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return ids, errs
+	return containers.ActorIDs(ctx, msgs), errs
 }
