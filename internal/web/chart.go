@@ -107,10 +107,17 @@ func newChart(jobs []deploy.Job) chartView {
 	for _, f := range []float64{0, 0.5, 1} {
 		v.Ticks = append(v.Ticks, chartTick{Y: round1(chartBase - f*top*scale), Label: seconds(f * top)})
 	}
-	v.Summary = fmt.Sprintf("The last %d %s ran for %s at the median, %s at the longest",
-		len(ran), plural(len(ran), "deploy", "deploys"), seconds(median(durs)), seconds(slices.Max(durs)))
-	if len(leads) > 0 {
-		v.Summary += fmt.Sprintf("; a new version was live %s after hookd heard of it, at the median", seconds(median(leads)))
+	if len(ran) == 1 {
+		v.Summary = "The last deploy ran for " + seconds(durs[0])
+		if len(leads) > 0 {
+			v.Summary += "; its version was live " + seconds(leads[0]) + " after hookd heard of it"
+		}
+	} else {
+		v.Summary = fmt.Sprintf("The last %d deploys ran for %s at the median, %s at the longest",
+			len(ran), seconds(median(durs)), seconds(slices.Max(durs)))
+		if len(leads) > 0 {
+			v.Summary += fmt.Sprintf("; a new version was live %s after hookd heard of it, at the median", seconds(median(leads)))
+		}
 	}
 	v.Summary += "."
 	return v

@@ -330,7 +330,11 @@ func jobSteps(now time.Time, j deploy.Job) []step {
 		return steps
 	}
 	if !j.StartedAt.IsZero() {
-		steps = append(steps, step{Name: "Started", State: "done", At: j.StartedAt, Detail: "after " + between(j.CreatedAt, j.StartedAt) + " in the queue"})
+		wait := "straight from the queue"
+		if j.StartedAt.Sub(j.CreatedAt) >= 100*time.Millisecond {
+			wait = "after " + between(j.CreatedAt, j.StartedAt) + " in the queue"
+		}
+		steps = append(steps, step{Name: "Started", State: "done", At: j.StartedAt, Detail: wait})
 	}
 	// Which stage is under way: the current one while running.
 	current := deploy.Stage("")

@@ -53,7 +53,11 @@
   });
   // After a reconnect, events may have been missed: refresh once.
   es.addEventListener("open", function () {
+    body.dataset.stream = "open";
     if (opened) refresh();
     opened = true;
+  });
+  es.addEventListener("error", function () {
+    body.dataset.stream = "closed";
   });
 })();
