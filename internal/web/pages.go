@@ -238,7 +238,7 @@ func (s *Site) Overview() http.Handler {
 		v := overviewView{page: s.page(r, "Overview"), Attention: attentionItems(in), Targets: views}
 		v.Nav, v.Live = "overview", "all"
 		if s.cfg.Poller != nil {
-			v.Polling = fmt.Sprintf("hookd asks the registry every %s while webhooks are silent.", s.cfg.PollInterval)
+			v.Polling = fmt.Sprintf("hookd asks the registry every %s while webhooks are silent.", roughly(s.cfg.PollInterval))
 		} else {
 			v.Polling = "Registry polling is off: only webhooks and manual deploys start deploys."
 		}
@@ -246,17 +246,16 @@ func (s *Site) Overview() http.Handler {
 	})
 }
 
-// recentJobs returns enough of t's newest jobs to say what it runs: the
-// newest one, and when that does not name the running version or is
-// still under way, a few more.
+// recentJobs returns enough of t's newest jobs to say what it runs and
+// how its last gate went: the newest one when it deployed what runs, a
+// few more otherwise (it is under way, failed, or found nothing to do).
 func (s *Site) recentJobs(ctx context.Context, t deploy.Target) ([]deploy.Job, error) {
 	jobs, err := s.deps.Jobs(ctx, deploy.JobFilter{Target: t.Name, Limit: 1})
 	if err != nil || len(jobs) == 0 {
 		return jobs, err
 	}
-	j := jobs[0]
-	if j.Status.Final() && (t.Digest == "" || j.DigestAfter == t.Digest && j.Revision != "" &&
-		(j.Status == deploy.StatusSucceeded || j.Status == deploy.StatusUpToDate)) {
+	// The newest job deployed what runs and says what it is: enough.
+	if j := jobs[0]; j.Status == deploy.StatusSucceeded && (t.Digest == "" || j.DigestAfter == t.Digest && j.Revision != "") {
 		return jobs, nil
 	}
 	return s.deps.Jobs(ctx, deploy.JobFilter{Target: t.Name, Limit: 10})

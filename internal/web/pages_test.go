@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	stdhtml "html"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -64,7 +66,7 @@ func TestOverview(t *testing.T) {
 		"web succeeded Image ghcr.io/octo/web:latest Running 0123456 Health passed its health gate",
 		"Last deploy succeeded 9 min ago · registry poll Next poll in 3 min",
 		"api rolled back", "Rolled back aaaaaaaaaaaa is not tried again unless forced",
-		"db failed", "hookd asks the registry every 5m0s while webhooks are silent",
+		"db failed", "hookd asks the registry every 5 min while webhooks are silent",
 	} {
 		if !strings.Contains(seen, want) {
 			t.Errorf("the overview lacks %q:\n%s", want, seen)
@@ -307,4 +309,66 @@ func (r *rig) stream(t *testing.T, c *http.Client, path string) *eventStream {
 		}
 	}()
 	return s
+}
+
+// TestUnderPathPrefix: behind a reverse proxy that serves hookd under a
+// path prefix, every link, form and asset of a page still leads into
+// hookd, because they are all relative.
+func TestUnderPathPrefix(t *testing.T) {
+	now := time.Now().UTC()
+	r := newRig(t, rigOptions{
+		targets: []deploy.Target{testTarget("web")},
+		jobs:    []deploy.Job{jobAt("0000000000000001", "web", now.Add(-time.Minute), deploy.StatusSucceeded)},
+	})
+	proxy := httptest.NewServer(http.StripPrefix("/hookd", mux(r.site)))
+	t.Cleanup(proxy.Close)
+	c := r.client(t)
+	get := func(u string) answer {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return answer{code: resp.StatusCode, header: resp.Header, body: string(b)}
+	}
+	// Signing in goes back to the page asked for, under the prefix.
+	a := get(proxy.URL + "/hookd/targets/web")
+	req, _ := http.NewRequest(http.MethodPost, proxy.URL+"/hookd/login",
+		strings.NewReader(url.Values{"token": {testToken}, "next": {"targets/web"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	base, _ := url.Parse(proxy.URL + "/hookd/login")
+	next, _ := base.Parse(resp.Header.Get("Location"))
+	if next.Path != "/hookd/targets/web" {
+		t.Fatalf("sign-in went on to %s, want /hookd/targets/web", next.Path)
+	}
+	for _, path := range []string{"/hookd/", "/hookd/targets/web", "/hookd/jobs/0000000000000001", "/hookd/deliveries"} {
+		page, _ := url.Parse(proxy.URL + path)
+		a = get(page.String())
+		if a.code != http.StatusOK {
+			t.Fatalf("GET %s = %d", path, a.code)
+		}
+		for _, m := range regexp.MustCompile(`(?:href|src|action)="([^"#]*)"`).FindAllStringSubmatch(a.body, -1) {
+			u, err := page.Parse(stdhtml.UnescapeString(m[1]))
+			if err != nil || u.Host != page.Host {
+				continue // a link out (a commit on GitHub)
+			}
+			if !strings.HasPrefix(u.Path, "/hookd/") {
+				t.Errorf("%s links %q, which leaves the prefix: %s", path, m[1], u.Path)
+				continue
+			}
+			if strings.HasSuffix(u.Path, "/deploy") || strings.HasSuffix(u.Path, "/logout") {
+				continue // forms: POST only
+			}
+			if got := get(u.String()); got.code != http.StatusOK {
+				t.Errorf("%s links %q → %s, answered %d", path, m[1], u.Path, got.code)
+			}
+		}
+	}
 }

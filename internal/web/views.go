@@ -48,6 +48,16 @@ type targetView struct {
 	Health     string
 	NextPoll   time.Time
 	Polled     bool
+
+	// Words and links of the overview's card, worked out once here rather
+	// than by template functions (50 cards is a few thousand calls).
+	Path     string // "targets/NAME", escaped
+	LastPath string // "jobs/ID", escaped
+	LastWhat string // the last job's state
+	LastWhen time.Time
+	LastISO  string
+	LastAgo  string
+	LastHow  string // its trigger
 }
 
 // attention is one thing a person should look at first.
@@ -73,6 +83,25 @@ func newTargetView(now time.Time, t deploy.Target, jobs []deploy.Job) targetView
 	}
 	v.Running, v.RunningFull = runningVersion(t, jobs)
 	v.State, v.StateClass, v.Health = targetState(now, v.Last, v.LastFinal)
+	v.Path = "targets/" + pathEscape(t.Name)
+	if l := v.Last; l != nil {
+		v.LastPath, v.LastWhat, v.LastHow = "jobs/"+pathEscape(l.ID), jobState(*l), triggerText(l.Request)
+		v.LastWhen = l.FinishedAt
+		if v.LastWhen.IsZero() {
+			v.LastWhen = l.CreatedAt
+		}
+		v.LastISO, v.LastAgo = iso(v.LastWhen), ago(now, v.LastWhen)
+	}
+	if v.LastFinal != nil && v.LastFinal.Status == deploy.StatusUpToDate {
+		// Nothing was replaced: the gate the running version passed is
+		// the health worth telling, when it is among the jobs at hand.
+		for _, j := range jobs {
+			if j.Status == deploy.StatusSucceeded && !j.HealthyAt.IsZero() && j.DigestAfter == v.LastFinal.DigestAfter {
+				v.Health = "passed its health gate " + ago(now, j.HealthyAt) + "; up to date " + ago(now, v.LastFinal.FinishedAt)
+				break
+			}
+		}
+	}
 	return v
 }
 
