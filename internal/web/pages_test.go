@@ -72,7 +72,7 @@ func TestOverview(t *testing.T) {
 			t.Errorf("the overview lacks %q:\n%s", want, seen)
 		}
 	}
-	if !strings.Contains(page, `href="./jobs/0000000000000002"`) || !strings.Contains(page, `href="./targets/api"`) {
+	if !strings.Contains(page, `href="./jobs/0000000000000002"`) || !strings.Contains(page, `href="targets/api"`) || strings.Contains(page, `href="/`) {
 		t.Errorf("the overview does not link the job and the target relatively")
 	}
 }

@@ -51,7 +51,9 @@ type targetView struct {
 
 	// Words and links of the overview's card, worked out once here rather
 	// than by template functions (50 cards is a few thousand calls).
+	// The overview is at the site's root, so its links need no Root.
 	Path     string // "targets/NAME", escaped
+	Ref      string // "image:tag"
 	LastPath string // "jobs/ID", escaped
 	LastWhat string // the last job's state
 	LastWhen time.Time
@@ -83,7 +85,7 @@ func newTargetView(now time.Time, t deploy.Target, jobs []deploy.Job) targetView
 	}
 	v.Running, v.RunningFull = runningVersion(t, jobs)
 	v.State, v.StateClass, v.Health = targetState(now, v.Last, v.LastFinal)
-	v.Path = "targets/" + pathEscape(t.Name)
+	v.Path, v.Ref = "targets/"+pathEscape(t.Name), t.Image+":"+t.Tag
 	if l := v.Last; l != nil {
 		v.LastPath, v.LastWhat, v.LastHow = "jobs/"+pathEscape(l.ID), jobState(*l), triggerText(l.Request)
 		v.LastWhen = l.FinishedAt
