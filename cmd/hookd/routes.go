@@ -161,15 +161,16 @@ func handleError(status int, msg string) http.HandlerFunc {
 	}
 }
 
-// requestLog logs one line per request; probes and scrapes at debug level
-// so that an idle hookd keeps its log quiet.
+// requestLog logs one line per request; probes, scrapes and the status
+// page's event streams (which a proxy may cut and the browser reopen every
+// minute) at debug level so that an idle hookd keeps its log quiet.
 func requestLog(logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			m := httpsnoop.CaptureMetrics(next, w, r)
 			level := slog.LevelInfo
 			switch r.URL.Path {
-			case "/healthz", "/readyz", "/metrics":
+			case "/healthz", "/readyz", "/metrics", "/events":
 				level = slog.LevelDebug
 			}
 			logger.Log(r.Context(), level, "http request",

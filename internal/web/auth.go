@@ -188,7 +188,7 @@ func (s *Site) isSecure(r *http.Request) bool {
 func (s *Site) Guard(next http.Handler) http.Handler {
 	if !s.On() {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.render(w, r, http.StatusNotFound, s.pages.off, offView{page: s.page(r, "Status page off")})
+			s.render(w, r, http.StatusNotFound, pageOff, offView{page: s.page(r, "Status page off")})
 		})
 	}
 	cop := http.NewCrossOriginProtection()
@@ -230,7 +230,7 @@ func (s *Site) RequireSession(next http.Handler) http.Handler {
 				return
 			}
 			if _, err := r.Cookie(hintCookie); err == nil && r.Header.Get("Sec-Fetch-Site") == "cross-site" {
-				s.render(w, r, http.StatusOK, s.pages.reload, reloadView{page: s.page(r, "hookd")})
+				s.render(w, r, http.StatusOK, pageReload, reloadView{page: s.page(r, "hookd")})
 				return
 			}
 			s.signInPage(w, r, http.StatusOK, returnPath(r), "")

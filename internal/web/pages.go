@@ -17,10 +17,24 @@ import (
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
 
+// pageKind names a page's template (its file under templates/).
+type pageKind string
+
+const (
+	pageOverview   pageKind = "overview.html"
+	pageTarget     pageKind = "target.html"
+	pageJob        pageKind = "job.html"
+	pageDeliveries pageKind = "deliveries.html"
+	pageSignIn     pageKind = "signin.html"
+	pageMessage    pageKind = "message.html"
+	pageOff        pageKind = "off.html"
+	pageReload     pageKind = "reload.html"
+)
+
+var pageKinds = []pageKind{pageOverview, pageTarget, pageJob, pageDeliveries, pageSignIn, pageMessage, pageOff, pageReload}
+
 // pages are the parsed templates, one per page, each with the layout.
-type pages struct {
-	overview, target, job, deliveries, signIn, message, off, reload *template.Template
-}
+type pages map[pageKind]*template.Template
 
 // Views of the pages that are not built in views.go.
 type (
@@ -65,7 +79,10 @@ type (
 	reloadView struct{ page }
 )
 
-func parsePages(a *assets, now func() time.Time) (*pages, error) {
+// parsePages parses every page. It is called once, when the first page is
+// asked for: a hookd whose page nobody opens does not hold its templates
+// (about 200 KB of heap).
+func parsePages(now func() time.Time) (pages, error) {
 	funcs := template.FuncMap{
 		"ago":         func(t time.Time) string { return ago(now(), t) },
 		"until":       func(t time.Time) string { return until(now(), t) },
@@ -115,20 +132,13 @@ func parsePages(a *assets, now func() time.Time) (*pages, error) {
 		}
 		return t, nil
 	}
-	p := &pages{}
-	for _, f := range []struct {
-		name string
-		t    **template.Template
-	}{
-		{"overview.html", &p.overview}, {"target.html", &p.target}, {"job.html", &p.job},
-		{"deliveries.html", &p.deliveries}, {"signin.html", &p.signIn}, {"message.html", &p.message},
-		{"off.html", &p.off}, {"reload.html", &p.reload},
-	} {
-		t, err := parse(f.name)
+	p := pages{}
+	for _, k := range pageKinds {
+		t, err := parse(string(k))
 		if err != nil {
 			return nil, err
 		}
-		*f.t = t
+		p[k] = t
 	}
 	return p, nil
 }
@@ -155,8 +165,15 @@ func (s *Site) page(r *http.Request, title string) page {
 // is sent, so a template error never leaves half a page.
 var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// render executes t with v and answers status with the page.
-func (s *Site) render(w http.ResponseWriter, r *http.Request, status int, t *template.Template, v any) {
+// render executes the page kind with v and answers status with it.
+func (s *Site) render(w http.ResponseWriter, r *http.Request, status int, kind pageKind, v any) {
+	ps, err := s.pages()
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "parse pages failed", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	t := ps[kind]
 	buf := bufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -192,7 +209,7 @@ func (s *Site) redirect(w http.ResponseWriter, r *http.Request, target string) {
 // refuse answers status with a short page saying why.
 func (s *Site) refuse(w http.ResponseWriter, r *http.Request, status int, text string) {
 	heading := http.StatusText(status)
-	s.render(w, r, status, s.pages.message, messageView{page: s.page(r, heading), Heading: heading, Text: text})
+	s.render(w, r, status, pageMessage, messageView{page: s.page(r, heading), Heading: heading, Text: text})
 }
 
 func (s *Site) notFound(w http.ResponseWriter, r *http.Request) {
@@ -202,7 +219,7 @@ func (s *Site) notFound(w http.ResponseWriter, r *http.Request) {
 func (s *Site) signInPage(w http.ResponseWriter, r *http.Request, status int, next, msg string) {
 	v := signInView{page: s.page(r, "Sign in"), Next: s.cleanNext(next), Error: msg}
 	v.CSRF = "" // signed out: no navigation
-	s.render(w, r, status, s.pages.signIn, v)
+	s.render(w, r, status, pageSignIn, v)
 }
 
 // targetJobs is how many jobs a target's page lists.
@@ -242,7 +259,7 @@ func (s *Site) Overview() http.Handler {
 		} else {
 			v.Polling = "Registry polling is off: only webhooks and manual deploys start deploys."
 		}
-		s.render(w, r, http.StatusOK, s.pages.overview, v)
+		s.render(w, r, http.StatusOK, pageOverview, v)
 	})
 }
 
@@ -282,7 +299,7 @@ func (s *Site) Target() http.Handler {
 		}
 		v := targetPageView{page: s.page(r, t.Name), T: tv, Jobs: jobs, Chart: newChart(jobs)}
 		v.Live = "target=" + t.Name
-		s.render(w, r, http.StatusOK, s.pages.target, v)
+		s.render(w, r, http.StatusOK, pageTarget, v)
 	})
 }
 
@@ -313,7 +330,7 @@ func (s *Site) Job() http.Handler {
 		v := jobView{page: s.page(r, "Job "+j.ID), Job: j, Steps: jobSteps(s.cfg.Now(), j), Running: !j.Status.Final()}
 		v.Title = j.Target + ": " + jobState(j)
 		v.Live = "job=" + j.ID
-		s.render(w, r, http.StatusOK, s.pages.job, v)
+		s.render(w, r, http.StatusOK, pageJob, v)
 	})
 }
 
@@ -326,7 +343,7 @@ func (s *Site) RecentDeliveries() http.Handler {
 		if s.cfg.Deliveries != nil {
 			v.Signed, v.Unsigned = s.cfg.Deliveries.Signed(), s.cfg.Deliveries.Unsigned()
 		}
-		s.render(w, r, http.StatusOK, s.pages.deliveries, v)
+		s.render(w, r, http.StatusOK, pageDeliveries, v)
 	})
 }
 

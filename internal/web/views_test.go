@@ -204,3 +204,17 @@ func TestAssetsGzip(t *testing.T) {
 		}
 	}
 }
+
+// TestPagesParse: every page's template parses with the layout (they are
+// parsed on first use, so a broken one would only show on a request).
+func TestPagesParse(t *testing.T) {
+	ps, err := parsePages(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range pageKinds {
+		if ps[k] == nil || ps[k].Lookup("content") == nil {
+			t.Errorf("page %s has no content template", k)
+		}
+	}
+}

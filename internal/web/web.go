@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,15 +117,16 @@ type Site struct {
 	log      *slog.Logger
 	keys     []sessionKey // one per token; none: the page is off
 	failures *api.FailedLogins
-	pages    *pages
+	pages    func() (pages, error) // parsed on first use
 	assets   *assets
 	secure   secureRule
 	streams  atomic.Int32
 	started  time.Time
 }
 
-// New returns the site. It returns an error when the embedded templates do
-// not parse (a build defect) or PublicURL is not an http(s) URL.
+// New returns the site. It returns an error when PublicURL is not an
+// http(s) URL. The pages' templates are parsed when the first page is
+// asked for (their tests parse every one).
 func New(cfg Config, d Deployments) (*Site, error) {
 	if d == nil {
 		return nil, errors.New("web: no deployments")
@@ -152,16 +154,12 @@ func New(cfg Config, d Deployments) (*Site, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps, err := parsePages(as, cfg.Now)
-	if err != nil {
-		return nil, err
-	}
 	s := &Site{
 		cfg:      cfg,
 		deps:     d,
 		log:      cfg.Logger,
 		failures: cfg.FailedLogins,
-		pages:    ps,
+		pages:    sync.OnceValues(func() (pages, error) { return parsePages(cfg.Now) }),
 		assets:   as,
 		secure:   sec,
 		started:  cfg.Now(),
