@@ -188,6 +188,10 @@ func (s *Site) isSecure(r *http.Request) bool {
 func (s *Site) Guard(next http.Handler) http.Handler {
 	if !s.On() {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/assets/") {
+				next.ServeHTTP(w, r) // public, and the "off" page's stylesheet
+				return
+			}
 			s.render(w, r, http.StatusNotFound, pageOff, offView{page: s.page(r, "Status page off")})
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -266,6 +267,11 @@ func TestOff(t *testing.T) {
 		if a.code != http.StatusNotFound || !strings.Contains(a.body, "status page is off") || !strings.Contains(a.body, "HOOKD_API_TOKEN") {
 			t.Errorf("%s %s without a token = %d, want 404 saying the page is off:\n%s", p.method, p.path, a.code, a.body)
 		}
+	}
+	// The page saying so is styled: its stylesheet is served.
+	css := regexp.MustCompile(`href="\./(assets/[^"]+)"`).FindStringSubmatch(r.get(t, c, "/").body)
+	if css == nil || r.get(t, c, "/"+css[1]).code != http.StatusOK {
+		t.Errorf("the off page's stylesheet %v is not served", css)
 	}
 }
 
