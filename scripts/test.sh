@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # The test command: vet, the whole suite with the race detector against a
 # real Docker Engine (including the runtime image, built here from a binary
-# built on the host), the deploy files checked by their real loaders, and a
-# short fuzz run of the webhook payload parser.
+# built on the host) and, for the status page, a real chromium, the deploy
+# files checked by their real loaders, and a short fuzz run of the webhook
+# payload parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/docker-engine.sh
+# The status page's browser test: Debian's chromium and axe-core (npm),
+# installed when missing; their paths are exported for the test.
+browser_env=$(./scripts/browser.sh)
+while IFS= read -r line; do export "$line"; done <<<"$browser_env"
+# Files tests leave for people to look at (the status page's screenshots).
+artifacts=${HOOKD_TEST_ARTIFACTS:-${TMPDIR:-/tmp}/hookd-test-artifacts}
+mkdir -p "$artifacts"
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
-HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m ./...
+HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m -artifacts -outputdir "$artifacts" ./...
+echo "test artifacts (screenshots): $artifacts/_artifacts"
 (cd tools/checks && go vet ./... && go test -count=1 ./...)
 # A count, not a duration: with -fuzztime as a duration, Go 1.26's fuzz
 # coordinator can fail at the deadline on a loaded machine with no crasher

@@ -65,7 +65,7 @@ var settings = []setting{
 		help:  "GitHub webhook secret (required); several, comma-separated (one per line in a file), while rotating",
 		field: func(c *Config) any { return &c.WebhookSecrets }},
 	{key: "api_token", env: "HOOKD_API_TOKEN", secret: true,
-		help:  "bearer token(s) for /api/v1 and the client verbs; the API is off without one",
+		help:  "bearer token(s) for /api/v1 and the client verbs, and what people sign in to the status page with; both are off without one",
 		field: func(c *Config) any { return &c.APITokens }},
 	{key: "state_dir", env: "HOOKD_STATE_DIR", def: "/var/lib/hookd",
 		help:  "directory of the state file hookd.db (created 0700)",

@@ -31,6 +31,7 @@ import (
 	"github.com/and3rn3t/hookd/internal/registry"
 	"github.com/and3rn3t/hookd/internal/store"
 	"github.com/and3rn3t/hookd/internal/swarmsvc"
+	"github.com/and3rn3t/hookd/internal/web"
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
 
@@ -169,6 +170,9 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		return workersDone, err
 	}
 
+	// The status page learns from the poller's look-ups which registries
+	// refuse hookd's credentials.
+	credentials := web.WatchCredentials(regClient)
 	var (
 		poll      *poller.Poller
 		apiPoller api.Poller // stays a nil interface when polling is off
@@ -179,7 +183,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 			Metrics:  m,
 			Logger:   logger.With("component", "poller"),
 			Digests:  st,
-		}, dep, dep, regClient)
+		}, dep, dep, credentials)
 		apiPoller = poll
 	} else {
 		logger.Info("polling off (HOOKD_POLL_INTERVAL=0): only webhooks and the API trigger deploys")
@@ -188,10 +192,12 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 	// Deliveries go straight to the deployer. The poller keeps quiet while
 	// they arrive by reading the targets' LastWebhook, not by standing in
 	// their way.
+	recent := web.NewDeliveries(0, 0) // the status page's recent deliveries
 	hook, err := webhook.NewHandler(webhook.Config{
 		Secrets:      toBytes(cfg.WebhookSecrets),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RegistryHost: cfg.RegistryHost,
+		Log:          recent,
 	}, dep, st, m, logger.With("component", "webhook"))
 	if err != nil {
 		close(workersDone)
@@ -202,6 +208,22 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 	}
 
 	stopping := make(chan struct{}) // closed when shutdown begins
+	failedLogins := api.NewFailedLogins()
+	pages, err := web.New(web.Config{
+		Tokens:       toBytes(cfg.APITokens),
+		PublicURL:    cfg.PublicURL,
+		PollInterval: cfg.PollInterval,
+		Poller:       apiPoller,
+		Deliveries:   recent,
+		Credentials:  credentials,
+		FailedLogins: failedLogins,
+		Stopping:     stopping,
+		Logger:       logger.With("component", "web"),
+	}, dep)
+	if err != nil {
+		close(workersDone)
+		return workersDone, err
+	}
 	surface := routeDeps{
 		webhook:       hook,
 		deployments:   dep,
@@ -213,6 +235,8 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		metricsApart:  cfg.MetricsListen != "",
 		ready:         dep.Ready,
 		healthy:       dep.Healthy,
+		pages:         pages,
+		failedLogins:  failedLogins,
 	}
 	servers := []*http.Server{newServer(cfg.Listen, routes(logger, surface), logger)}
 	if cfg.MetricsListen != "" {
