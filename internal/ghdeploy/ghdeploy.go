@@ -343,8 +343,11 @@ func (r *Reporter) finalStep(j deploy.Job, rep *report) step {
 	case deploy.StatusRolledBack:
 		s.state = "failure"
 		s.description = "Rolled back: " + j.Error
-		if j.RollbackReason != "" {
-			s.description = fmt.Sprintf("Rolled back: new container %s: %s", j.RollbackReason, j.RollbackDetail)
+		if why, ok := rollbackWhy[j.RollbackReason]; ok {
+			s.description = "Rolled back: " + why
+			if j.RollbackDetail != "" {
+				s.description += ": " + j.RollbackDetail
+			}
 		}
 	case deploy.StatusRefused:
 		s.state, s.description = "error", "Refused: "+j.Error
@@ -353,6 +356,14 @@ func (r *Reporter) finalStep(j deploy.Job, rep *report) step {
 	}
 	s.description = clip(s.description, 140)
 	return s
+}
+
+// rollbackWhy says why a new container was rolled back.
+var rollbackWhy = map[string]string{
+	deploy.ReasonUnhealthy:   "health check failed",
+	deploy.ReasonExited:      "the new container exited",
+	deploy.ReasonTimeout:     "not healthy in time",
+	deploy.ReasonStartFailed: "the new container did not start",
 }
 
 func (r *Reporter) logURL(j deploy.Job) string {

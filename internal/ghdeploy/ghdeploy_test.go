@@ -201,7 +201,7 @@ func TestReportsEachOutcome(t *testing.T) {
 				j.Error = "new container unhealthy: curl: (7) Failed to connect to localhost port 8080; rolled back to the previous container"
 			},
 			want: []string{createReq("j1", "pi", false), inProgress,
-				statusReq(101, `{"description":"Rolled back: new container unhealthy: curl: (7) Failed to connect to localhost port 8080",`+
+				statusReq(101, `{"description":"Rolled back: health check failed: curl: (7) Failed to connect to localhost port 8080",`+
 					`"environment":"pi",`+logURL+`,"state":"failure"}`)},
 		},
 		{

@@ -171,6 +171,19 @@ func New(cfg Config) (*Notifier, error) {
 	return n, nil
 }
 
+// CheckURLs returns an error naming every URL that is not a service URL
+// shoutrrr knows, by its place in the list.
+func CheckURLs(urls []string) error {
+	cfg := Config{QueueSize: 1, Logger: slog.New(slog.DiscardHandler)}
+	var errs []error
+	for i, raw := range urls {
+		if _, err := newSender(i, raw, &cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // ParseTemplate parses a notify_template and runs it once on an example
 // message, so that a template that cannot run fails at start, not at the
 // first deploy.

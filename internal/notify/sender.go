@@ -61,7 +61,7 @@ func newSender(i int, raw string, cfg *Config) (*sender, error) {
 	var r router.ServiceRouter // no logger: shoutrrr logs URLs
 	svc, err := r.Locate(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("%s (%s): %s", name, service, redact(err.Error()))
+		return nil, fmt.Errorf("%s (%s): %s (the URL formats are at https://shoutrrr.nickfedor.com/)", name, service, redact(err.Error()))
 	}
 	if c := cfg.HTTPClient; c != nil {
 		switch s := svc.(type) {
