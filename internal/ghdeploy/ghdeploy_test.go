@@ -660,3 +660,22 @@ func TestChecksGateOff(t *testing.T) {
 		t.Errorf("GitHub received:\n%s\nwant nothing", transcript(got))
 	}
 }
+
+func TestCommitAndRepositoryNames(t *testing.T) {
+	for s, want := range map[string]bool{
+		sha: true, strings.ToUpper(sha): true, strings.Repeat("ab", 32): true,
+		sha[:7]: false, sha + "0": false, "v1.2.3": false, strings.Repeat("g", 40): false, "": false,
+	} {
+		if got := isCommitID(s); got != want {
+			t.Errorf("isCommitID(%q) = %v, want %v", s, got, want)
+		}
+	}
+	for s, want := range map[string]bool{
+		"octo/web": true, "Octo-Org/web.site_2": true,
+		"octo": false, "octo/": false, "/web": false, "octo/web/x": false, "oc to/web": false, "octo/wéb": false, "octo_x/web": false,
+	} {
+		if got := isFullName(s); got != want {
+			t.Errorf("isFullName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

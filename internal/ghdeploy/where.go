@@ -2,7 +2,6 @@ package ghdeploy
 
 import (
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/and3rn3t/hookd/internal/deploy"
@@ -22,10 +21,37 @@ func (w where) fullName() string { return w.owner + "/" + w.repo }
 // at returns "owner/repo@abc1234" for messages.
 func (w where) at() string { return w.fullName() + "@" + short(w.sha) }
 
-var (
-	fullName = regexp.MustCompile(`^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$`)
-	hexSHA   = regexp.MustCompile(`^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$`)
-)
+// isFullName reports whether s is "owner/repo" as GitHub spells them.
+// (Plain loops: a regular expression compiled at start-up costs every
+// hookd memory, reporting or not.)
+func isFullName(s string) bool {
+	owner, repo, ok := strings.Cut(s, "/")
+	return ok && owner != "" && repo != "" && only(owner, "-") && only(repo, "._-")
+}
+
+// isCommitID reports whether s is a full commit id: 40 hexadecimal digits
+// (SHA-1), or 64 (SHA-256 repositories).
+func isCommitID(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// only reports whether s holds ASCII letters, digits and the bytes of extra.
+func only(s, extra string) bool {
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.ContainsRune(extra, c)) {
+			return false
+		}
+	}
+	return true
+}
 
 // commitOf returns the commit j's image was built from: the image's
 // org.opencontainers.image.revision label (read after the pull, so polls
@@ -35,7 +61,7 @@ var (
 // names at the time GitHub reads it.
 func commitOf(j deploy.Job) string {
 	for _, c := range []string{j.Revision, j.Request.Commit} {
-		if c = strings.TrimSpace(c); hexSHA.MatchString(c) {
+		if c = strings.TrimSpace(c); isCommitID(c) {
 			return strings.ToLower(c)
 		}
 	}
@@ -47,7 +73,7 @@ func commitOf(j deploy.Job) string {
 // org.opencontainers.image.source label when it points at webHost
 // ("https://github.com/owner/repo", optionally ending in .git).
 func repoOf(j deploy.Job, webHost string) (owner, repo string, ok bool) {
-	if n := strings.TrimSpace(j.Request.SourceRepo); fullName.MatchString(n) {
+	if n := strings.TrimSpace(j.Request.SourceRepo); isFullName(n) {
 		owner, repo, _ = strings.Cut(n, "/")
 		return owner, repo, true
 	}
@@ -56,7 +82,7 @@ func repoOf(j deploy.Job, webHost string) (owner, repo string, ok bool) {
 		return "", "", false
 	}
 	n := strings.TrimSuffix(strings.Trim(u.Path, "/"), ".git")
-	if !fullName.MatchString(n) {
+	if !isFullName(n) {
 		return "", "", false
 	}
 	owner, repo, _ = strings.Cut(n, "/")
