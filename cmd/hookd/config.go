@@ -41,7 +41,22 @@ type Config struct {
 	LabelFilter      string
 	ShutdownTimeout  time.Duration
 	PublicURL        string
+
+	// Reporting: GitHub deployment statuses and notifications.
+	GitHubToken         string
+	GitHubAPIURL        string
+	GitHubEnvironment   string
+	GitHubRequireChecks bool
+	NotifyURLs          urlList
+	NotifyLevel         string
+	NotifyTemplate      string
+	NotifyTemplateFile  string
 }
+
+// urlList is a list of URLs separated by white space (a space, a new
+// line), as watchtower takes its notification URLs: a URL may hold commas
+// (ntfy tags, Telegram chats) but never a space.
+type urlList []string
 
 // setting describes one configuration key in all its spellings. Secrets are
 // never flags (they would show in ps); they come from the file, the
@@ -109,6 +124,30 @@ var settings = []setting{
 	{key: "public_url", env: "HOOKD_PUBLIC_URL",
 		help:  "the address people reach hookd at (https://pi.example.net/hookd); links in notifications and GitHub deployment statuses point there",
 		field: func(c *Config) any { return &c.PublicURL }},
+	{key: "github_token", env: "HOOKD_GITHUB_TOKEN", secret: true,
+		help:  "token that reports deploys as GitHub deployments on the commit (Deployments: read and write, or classic repo_deployment); off without one",
+		field: func(c *Config) any { return &c.GitHubToken }},
+	{key: "github_api_url", env: "HOOKD_GITHUB_API_URL", def: "https://api.github.com/",
+		help:  "GitHub's REST API; for GitHub Enterprise Server https://HOST/api/v3/",
+		field: func(c *Config) any { return &c.GitHubAPIURL }},
+	{key: "github_environment", env: "HOOKD_GITHUB_ENVIRONMENT",
+		help:  "environment of the GitHub deployments (label hookd.github-environment overrides); default: the Docker host's name",
+		field: func(c *Config) any { return &c.GitHubEnvironment }},
+	{key: "github_require_checks", env: "HOOKD_GITHUB_REQUIRE_CHECKS", def: "false",
+		help:  "refuse to deploy a commit whose GitHub checks are not all green (waits for pending ones, refuses when GitHub cannot be asked)",
+		field: func(c *Config) any { return &c.GitHubRequireChecks }},
+	{key: "notify_urls", env: "HOOKD_NOTIFY_URLS", secret: true,
+		help:  "shoutrrr URLs to notify of finished deploys (ntfy://, discord://, generic+https://, …), separated by spaces or lines",
+		field: func(c *Config) any { return &c.NotifyURLs }},
+	{key: "notify_level", env: "HOOKD_NOTIFY_LEVEL", def: "info",
+		help:  "which deploys are told: error (rollbacks, failures, refusals), info (also successes) or debug (also up to date)",
+		field: func(c *Config) any { return &c.NotifyLevel }},
+	{key: "notify_template", env: "HOOKD_NOTIFY_TEMPLATE",
+		help:  "Go text/template for the notification text (see the README), instead of hookd's",
+		field: func(c *Config) any { return &c.NotifyTemplate }},
+	{key: "notify_template_file", env: "HOOKD_NOTIFY_TEMPLATE_FILE",
+		help:  "file holding notify_template",
+		field: func(c *Config) any { return &c.NotifyTemplateFile }},
 	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
 		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
 		field: func(c *Config) any { return &c.LabelFilter }},
@@ -276,7 +315,11 @@ func readYAML(path string) (map[string]string, error) {
 			for _, it := range v.Content {
 				items = append(items, it.Value)
 			}
-			values[k.Value] = strings.Join(items, ",")
+			sep := ","
+			if _, ok := s.field(&Config{}).(*urlList); ok {
+				sep = "\n"
+			}
+			values[k.Value] = strings.Join(items, sep)
 		default:
 			problems = append(problems, fmt.Sprintf("%s: line %d: %s must be a single value", path, v.Line, k.Value))
 		}
@@ -309,6 +352,8 @@ func applySecretFile(c *Config, s setting, name, source string, problems *config
 	switch p := s.field(c).(type) {
 	case *[]string:
 		*p = lines
+	case *urlList:
+		*p = strings.Fields(strings.Join(lines, "\n"))
 	case *string:
 		*p = lines[0]
 	}
@@ -327,6 +372,8 @@ func assign(p any, v string) error {
 				*p = append(*p, item)
 			}
 		}
+	case *urlList:
+		*p = strings.Fields(v)
 	case *time.Duration:
 		if v == "0" {
 			*p = 0
@@ -430,6 +477,7 @@ func validate(c *Config, problems *configError) {
 			problems.add("public_url: %q is not an http(s) address (example: https://pi.example.net/hookd)", c.PublicURL)
 		}
 	}
+	validateReporting(c, problems)
 	if k, _, _ := strings.Cut(c.LabelFilter, "="); c.LabelFilter != "" && (k == "" || strings.ContainsAny(c.LabelFilter, " ,")) {
 		problems.add("label_filter: %q is not key or key=value", c.LabelFilter)
 	}

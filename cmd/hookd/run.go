@@ -164,11 +164,20 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		Metrics:  m,
 		Logger:   logger.With("component", "registry"),
 	})
-	dep, err := newDeployer(cfg, docker, regClient, keychain, st, m, logger)
+	rep, err := newReporters(ctx, cfg, docker, m, logger)
 	if err != nil {
 		close(workersDone)
 		return workersDone, err
 	}
+	dep, err := newDeployer(cfg, docker, regClient, keychain, st, m, logger, rep.gates(cfg)...)
+	if err != nil {
+		close(workersDone)
+		return workersDone, err
+	}
+	// The reporters hear every job event from the start and send what the
+	// last jobs left due once the workers stopped (see reporters.stop).
+	rep.start(dep)
+	defer rep.stop()
 
 	// The status page learns from the poller's look-ups which registries
 	// refuse hookd's credentials.
@@ -328,7 +337,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 // newDeployer wires the deployer with its sources of targets (containers
 // first: a container keeps a name a service also has) and its strategies.
 func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keychain authn.Keychain,
-	st *store.Store, m *metrics.Metrics, logger *slog.Logger,
+	st *store.Store, m *metrics.Metrics, logger *slog.Logger, gates ...deployer.Gate,
 ) (*deployer.Deployer, error) {
 	scope := deploy.Scope(cfg.LabelFilter)
 	ccfg := containers.Config{
@@ -357,6 +366,7 @@ func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keycha
 			containers.Name: containers.NewRecreate(docker, ccfg),
 			swarmsvc.Name:   swarmsvc.New(docker, reg, scfg),
 		},
+		Gates:       gates,
 		Concurrency: cfg.Concurrency,
 		QueueSize:   cfg.QueueSize,
 		Metrics:     m,

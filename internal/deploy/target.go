@@ -13,6 +13,14 @@ const (
 	LabelStrategy      = "hookd.strategy"
 )
 
+// Labels the reporters read on a target: the address it serves at, and
+// where and whether its deploys show on GitHub.
+const (
+	LabelURL               = "hookd.url"
+	LabelGitHubEnvironment = "hookd.github-environment"
+	LabelGitHubDeployments = "hookd.github-deployments"
+)
+
 // Kinds of target.
 const (
 	KindContainer = "container"
@@ -47,6 +55,25 @@ type Target struct {
 	// (a request the deployer accepted); the poller stays quiet while
 	// deliveries arrive.
 	LastWebhook time.Time `json:"last_webhook,omitzero"`
+	// Labels are the target's hookd.* labels (see HookdLabels), for the
+	// parts of hookd that read one of their own (the reporters).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// HookdLabels returns the labels whose key starts with "hookd.", or nil.
+// A target keeps only these: the rest (Compose's, the image's) are many
+// and of no use to hookd.
+func HookdLabels(labels map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range labels {
+		if strings.HasPrefix(k, "hookd.") {
+			if out == nil {
+				out = make(map[string]string)
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // Matches reports whether the target follows ref's repository and tag.

@@ -46,7 +46,31 @@ type Metrics struct {
 	// EventsDropped counts job events a slow subscriber missed: a
 	// subscriber never slows a deploy, it loses events instead.
 	EventsDropped *prometheus.CounterVec // subscriber
+
+	// Reporters: GitHub deployment statuses and notifications.
+	GitHubReports *prometheus.CounterVec // outcome
+	Notifications *prometheus.CounterVec // service, outcome
 }
+
+// Outcomes of a request to GitHub's deployments API
+// (hookd_github_reports_total).
+const (
+	GitHubSent        = "sent"         // created or posted
+	GitHubFailed      = "failed"       // unreachable or 5xx: retried
+	GitHubRateLimited = "rate_limited" // retried after the reset
+	GitHubDenied      = "denied"       // 401, 403, 404: the token; retried
+	GitHubInvalid     = "invalid"      // 422 and the like: not retried
+	GitHubChecksRed   = "checks_red"   // the checks gate: a check failed
+	GitHubPending     = "checks_pending"
+	GitHubDropped     = "dropped" // given up, or more jobs than the queue holds
+)
+
+// Outcomes of a notification (hookd_notifications_total).
+const (
+	NotifySent    = "sent"
+	NotifyFailed  = "failed"  // an attempt failed; retried
+	NotifyDropped = "dropped" // given up, or the queue was full
+)
 
 // BuildInfo is stamped into hookd_build_info.
 type BuildInfo struct {
@@ -121,6 +145,18 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		Name: "hookd_job_events_dropped_total",
 		Help: "Job events a subscriber (notifications, status page, …) missed because it fell behind.",
 	}, []string{"subscriber"})
+	m.GitHubReports = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_github_reports_total",
+		Help: "Requests to GitHub's deployments API, by outcome (sent, failed, rate_limited, denied, invalid, checks_red, checks_pending, dropped).",
+	}, []string{"outcome"})
+	m.Notifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_notifications_total",
+		Help: "Notification messages, by service (the URL's scheme) and outcome (sent, failed, dropped).",
+	}, []string{"service", "outcome"})
+	for _, o := range []string{GitHubSent, GitHubFailed, GitHubRateLimited, GitHubDenied, GitHubInvalid, GitHubChecksRed, GitHubPending, GitHubDropped} {
+		m.GitHubReports.WithLabelValues(o)
+	}
+	reg.MustRegister(m.GitHubReports, m.Notifications)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookd_build_info",
 		Help: "Build information; the value is always 1.",
