@@ -51,6 +51,20 @@ type Job struct {
 	FinishedAt     time.Time          `json:"finished_at,omitzero"`
 	// DurationSeconds is FinishedAt - StartedAt once both are known.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	// Notes are facts gates and reporters recorded on the job: a verified
+	// signer, a warning.
+	Notes []string `json:"notes,omitempty"`
+	// Verified is the signature checked before the deploy, when one was.
+	Verified *Verification `json:"verified,omitempty"`
+}
+
+// Verification is who signed a deployed image and, for a CI workflow,
+// from which commit and ref.
+type Verification struct {
+	Identity string `json:"identity"`
+	Issuer   string `json:"issuer"`
+	Commit   string `json:"commit,omitempty"`
+	Ref      string `json:"ref,omitempty"`
 }
 
 // Target is a container or service hookd deploys.
@@ -119,6 +133,10 @@ func jobView(j deploy.Job) Job {
 	}
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		v.DurationSeconds = j.FinishedAt.Sub(j.StartedAt).Seconds()
+	}
+	v.Notes = j.Notes
+	if s := j.Verified; s.Identity != "" {
+		v.Verified = &Verification{Identity: s.Identity, Issuer: s.Issuer, Commit: s.Commit, Ref: s.Ref}
 	}
 	return v
 }
