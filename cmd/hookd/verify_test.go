@@ -55,7 +55,9 @@ func TestRunVerifiedDeploysThreeDoors(t *testing.T) {
 	}
 
 	// 1. The poll door.
-	j := waitJobWhere(t, d.url, token, func(j map[string]any) bool { return j["trigger"] == "poll" && j["status"] != "running" && j["status"] != "queued" })
+	j := waitJobWhere(t, d.url, token, func(j map[string]any) bool {
+		return j["trigger"] == "poll" && j["status"] != "running" && j["status"] != "queued"
+	})
 	if j["status"] != "refused" || !strings.HasPrefix(fmt.Sprint(j["error"]), "not signed: ") || j["digest_after"] != unsigned {
 		t.Errorf("poll job = %v, want refused: %s is not signed", j, unsigned)
 	}
@@ -67,7 +69,9 @@ func TestRunVerifiedDeploysThreeDoors(t *testing.T) {
 	if code, out := d.deliver(t, "package", "verify-1", packageEvent(t, reg.Host, owner, name, "latest", foreign)); code != http.StatusAccepted {
 		t.Fatalf("delivery answered %d %v, want 202", code, out)
 	}
-	j = waitJobWhere(t, d.url, token, func(j map[string]any) bool { return j["request_id"] == "verify-1" && j["status"] != "running" && j["status"] != "queued" })
+	j = waitJobWhere(t, d.url, token, func(j map[string]any) bool {
+		return j["request_id"] == "verify-1" && j["status"] != "running" && j["status"] != "queued"
+	})
 	mallory := "https://github.com/mallory/signed/.github/workflows/build.yml@refs/heads/main"
 	if j["status"] != "refused" || !strings.HasPrefix(fmt.Sprint(j["error"]), "signed by someone else: ") || !strings.Contains(fmt.Sprint(j["error"]), "was signed by "+mallory) ||
 		!strings.Contains(fmt.Sprint(j["error"]), "expected a workflow of github.com/octo/signed") {
@@ -88,7 +92,9 @@ func TestRunVerifiedDeploysThreeDoors(t *testing.T) {
 	if code, out := d.deliver(t, "package", "verify-2", packageEvent(t, reg.Host, owner, name, "latest", own)); code != http.StatusAccepted {
 		t.Fatalf("delivery answered %d %v, want 202", code, out)
 	}
-	j = waitJobWhere(t, d.url, token, func(j map[string]any) bool { return j["request_id"] == "verify-2" && j["status"] != "running" && j["status"] != "queued" })
+	j = waitJobWhere(t, d.url, token, func(j map[string]any) bool {
+		return j["request_id"] == "verify-2" && j["status"] != "running" && j["status"] != "queued"
+	})
 	if j["status"] != "succeeded" {
 		t.Fatalf("signed push job = %v, want succeeded", j)
 	}

@@ -171,20 +171,20 @@ type outcome struct {
 func (g *Gate) check(ctx context.Context, j *deploy.Job, p policy) outcome {
 	ref, err := deploy.ParseRef(j.Image)
 	if err != nil || j.DigestAfter == "" {
-		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("cannot verify %s: its digest is not known", j.Image)}
+		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("could not verify %s: its digest is not known", j.Image)}
 	}
 	image := ref.Repository() + "@" + j.DigestAfter
 	verifiers, err := g.verifiers(ctx)
 	if err != nil {
-		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("cannot verify %s: %v", image, err)}
+		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("could not verify %s: %v", image, err)}
 	}
 	sigs, fetchErr := g.signatures(ctx, ref.Repository(), j)
 	if len(sigs) == 0 && fetchErr != nil {
-		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("cannot verify %s: %v", image, fetchErr)}
+		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("could not verify %s: %v", image, fetchErr)}
 	}
 	if len(sigs) == 0 {
 		return outcome{outcome: metrics.VerifyUnsigned, reason: fmt.Sprintf(
-			"%s is not signed: no Sigstore signature found (looked for OCI referrers and the cosign .sig tag); expected %s",
+			"not signed: no Sigstore signature found for %s (looked for OCI referrers and the cosign .sig tag); expected %s",
 			image, p.expected)}
 	}
 
@@ -202,17 +202,17 @@ func (g *Gate) check(ctx context.Context, j *deploy.Job, p policy) outcome {
 	}
 	if fetchErr != nil {
 		// What could not be read might have held the signature.
-		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("cannot verify %s: no signature found so far is acceptable (%s), and %v",
+		return outcome{outcome: metrics.VerifyError, reason: fmt.Sprintf("could not verify %s: no signature found so far is acceptable (%s), and %v",
 			image, strings.Join(failures, "; "), fetchErr)}
 	}
 	var head string
 	switch best.verdict {
 	case otherIdentity:
-		head = fmt.Sprintf("%s was %s, not by the expected identity", image, best.detail)
+		head = fmt.Sprintf("signed by someone else: %s was %s", image, best.detail)
 	case otherDigest:
-		head = fmt.Sprintf("no signature covers %s: the signatures found sign other content", image)
+		head = fmt.Sprintf("signed for other content: no signature covers %s", image)
 	default:
-		head = fmt.Sprintf("no valid signature for %s", image)
+		head = fmt.Sprintf("invalid signature: no valid signature for %s", image)
 	}
 	reason := fmt.Sprintf("%s; expected %s", head, p.expected)
 	if len(failures) > 1 || best.verdict != otherIdentity {

@@ -132,11 +132,11 @@ func TestAdmit(t *testing.T) {
 		{name: "build provenance of the own workflow",
 			sigs:   []registry.Signature{{Format: registry.FormatBundle, Source: "referrer", Bundle: r.ss.Bundle(t, st, ownWorkflow)}},
 			signer: ownWorkflow.Identity(), outcome: metrics.VerifyVerified},
-		{name: "unsigned", want: "is not signed: no Sigstore signature found", rejected: true, outcome: metrics.VerifyUnsigned},
+		{name: "unsigned", want: "not signed: no Sigstore signature found for ghcr.io/octo/web@", rejected: true, outcome: metrics.VerifyUnsigned},
 		{name: "another repository's workflow", sigs: []registry.Signature{r.bundle(t, digest, otherWorkflow)},
-			want: "was signed by " + otherWorkflow.Identity() + " (issuer " + sigstoretest.GitHubIssuer + "), not by the expected identity", rejected: true, outcome: metrics.VerifyRejected},
+			want: "signed by someone else: ghcr.io/octo/web@" + digest + " was signed by " + otherWorkflow.Identity() + " (issuer " + sigstoretest.GitHubIssuer + ")", rejected: true, outcome: metrics.VerifyRejected},
 		{name: "signed for another digest", sigs: []registry.Signature{r.bundle(t, other, ownWorkflow)},
-			want: "no signature covers ghcr.io/octo/web@" + digest, rejected: true, outcome: metrics.VerifyRejected},
+			want: "signed for other content: no signature covers ghcr.io/octo/web@" + digest, rejected: true, outcome: metrics.VerifyRejected},
 		{name: "tampered bundle", sigs: []registry.Signature{{Format: registry.FormatBundle, Source: "referrer",
 			Bundle: sigstoretest.Tamper(t, r.bundle(t, digest, ownWorkflow).Bundle)}},
 			want: "does not verify", rejected: true, outcome: metrics.VerifyRejected},
@@ -161,7 +161,7 @@ func TestAdmit(t *testing.T) {
 			signer: "ops@example.com", outcome: metrics.VerifyVerified},
 		{name: "cosign .sig tag for another digest", sigs: []registry.Signature{r.cosign(t, other, sigstoretest.Email{Address: "ops@example.com"})},
 			labels: staticLabels{LabelIdentity: `ops@example\.com`, LabelIssuer: "https://accounts.example.com"},
-			want:   "sign other content", rejected: true, outcome: metrics.VerifyRejected},
+			want:   "signed for other content", rejected: true, outcome: metrics.VerifyRejected},
 		{name: "e-mail signer, other issuer", sigs: []registry.Signature{r.bundle(t, digest, sigstoretest.Email{Address: "ops@example.com"})},
 			labels: staticLabels{LabelIdentity: `ops@example\.com`},
 			want:   "issuer https://accounts.example.com", rejected: true, outcome: metrics.VerifyRejected},
@@ -236,7 +236,7 @@ func TestAdmitModes(t *testing.T) {
 		if err := r.gate(t, Config{Mode: ModeWarn}).Admit(context.Background(), j); err != nil {
 			t.Fatalf("Admit(warn, unsigned) = %v, want nil", err)
 		}
-		if len(j.Notes) != 1 || !strings.Contains(j.Notes[0], "NOT verified") || !strings.Contains(j.Notes[0], "is not signed") {
+		if len(j.Notes) != 1 || !strings.Contains(j.Notes[0], "NOT verified") || !strings.Contains(j.Notes[0], "not signed:") {
 			t.Errorf("notes = %q, want the warning", j.Notes)
 		}
 	})
