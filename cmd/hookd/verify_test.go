@@ -62,6 +62,9 @@ func TestRunVerifiedDeploysThreeDoors(t *testing.T) {
 		t.Errorf("poll job = %v, want refused: %s is not signed", j, unsigned)
 	}
 	untouched("after the poll")
+	if out, err := hookdClient(ctx, d.url, token, "status", "--json"); err != nil || !strings.Contains(out, `"refused_digest": "`+unsigned+`"`) {
+		t.Errorf("hookd status --json = %s, %v, want the target's refused_digest %s (polls skip it)", out, err, unsigned)
+	}
 
 	// 2. The webhook door: a push signed by another repository's workflow.
 	foreign := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v3"})

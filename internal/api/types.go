@@ -80,6 +80,9 @@ type Target struct {
 	// RolledBack is the digest whose deploy the target last rolled back;
 	// polling does not try it again.
 	RolledBack string `json:"rolled_back_digest,omitempty"`
+	// Refused is the digest a check (a signature) last refused for the
+	// target; polling does not try it again.
+	Refused string `json:"refused_digest,omitempty"`
 	// NextPoll is zero when polling is off for the target.
 	NextPoll time.Time `json:"next_poll,omitzero"`
 }
