@@ -260,3 +260,56 @@ func TestIntegrationVerifiedDeploys(t *testing.T) {
 		t.Errorf("verifications{unsigned} = %v, want 3 (unsigned, forced, warn)", n)
 	}
 }
+
+// TestIntegrationSwarmServiceVerified: a Swarm service's own labels set
+// its policy (here enforce, where the default is off): an unsigned image
+// leaves the service's spec as it was; one its workflow signed rolls out.
+func TestIntegrationSwarmServiceVerified(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	cli := dockertest.Docker(t)
+	swarmManager(ctx, t, cli)
+	reg := dockertest.NewRegistry(t)
+	ss := sigstoretest.New(t)
+	const repo = "octo/swarm-signed"
+	d1 := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	id, name, _ := createService(ctx, t, cli, serviceOptions{
+		name: "signed", image: reg.Ref(repo, "latest"), labels: enabled(map[string]string{verify.LabelVerify: "enforce"}),
+	})
+	m := metrics.Discard()
+	gate, err := verify.New(verify.Config{
+		Mode:           verify.ModeOff,
+		Trust:          verify.Static{ss.TrustedRoot(t, false)},
+		Registry:       registry.New(registry.Config{Keychain: staticKeychain{}, Metrics: m}),
+		Labels:         verify.EngineLabels{Docker: cli},
+		GitHubRegistry: reg.Host,
+		SignatureWait:  -1,
+		Metrics:        m,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDeployer(ctx, t, cli, rig{Gates: []Gate{gate}, Metrics: m})
+	waitTarget(ctx, t, d.Deployer, name)
+	before := inspectService(ctx, t, cli, id)
+
+	unsigned := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo, Digest: unsigned, Trigger: deploy.TriggerWebhook})
+	if j.Status != deploy.StatusRefused || !strings.HasPrefix(j.Error, "not signed: ") {
+		t.Fatalf("unsigned service deploy = %s %q, want refused, not signed", j.Status, j.Error)
+	}
+	if after := inspectService(ctx, t, cli, id); after.Version.Index != before.Version.Index || pinnedDigest(t, after) != d1 {
+		t.Errorf("service after the refusal: version %d pinned to %s, want untouched: version %d pinned to %s",
+			after.Version.Index, pinnedDigest(t, after), before.Version.Index, d1)
+	}
+
+	signed := reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v3"})
+	b := ss.Bundle(t, sigstoretest.Statement(t, reg.Host+"/"+repo, signed, sigstoretest.PredicateProvenance), sigstoretest.Workflow{Repo: repo})
+	sigstoretest.AttachBundle(ctx, t, reg.Host+"/"+repo, signed, b)
+	j = deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/" + repo, Digest: signed, Trigger: deploy.TriggerWebhook})
+	if j.Status != deploy.StatusSucceeded || j.Verified.Commit != sigstoretest.DefaultCommit {
+		t.Fatalf("signed service deploy = %s %q (verified %+v), want succeeded with the commit", j.Status, j.Error, j.Verified)
+	}
+	if got := pinnedDigest(t, inspectService(ctx, t, cli, id)); got != signed {
+		t.Errorf("service pinned to %s, want %s", got, signed)
+	}
+}
