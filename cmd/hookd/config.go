@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/and3rn3t/hookd/internal/verify"
 )
 
 // Config is everything hookd serve needs. It is read from defaults, then the
@@ -51,6 +53,10 @@ type Config struct {
 	NotifyLevel         string
 	NotifyTemplate      string
 	NotifyTemplateFile  string
+	// Verify is off, warn or enforce; VerifyTrustedRootFile pins the
+	// Sigstore trusted root (default: public-good through TUF).
+	Verify                string
+	VerifyTrustedRootFile string
 }
 
 // urlList is a list of URLs separated by white space (a space, a new
@@ -148,6 +154,12 @@ var settings = []setting{
 	{key: "notify_template_file", env: "HOOKD_NOTIFY_TEMPLATE_FILE",
 		help:  "file holding notify_template",
 		field: func(c *Config) any { return &c.NotifyTemplateFile }},
+	{key: "verify", env: "HOOKD_VERIFY", def: "off",
+		help:  "verify image signatures (Sigstore) before deploying: off, warn (deploy and record the failure) or enforce (refuse what the expected workflow did not sign); label hookd.verify overrides per target",
+		field: func(c *Config) any { return &c.Verify }},
+	{key: "verify_trusted_root_file", env: "HOOKD_VERIFY_TRUSTED_ROOT_FILE",
+		help:  "Sigstore trusted root to verify against: a trusted_root.json, or what gh attestation trusted-root prints (also GitHub's own instance, which signs private repositories' attestations); default: the public-good root through TUF, cached in state_dir",
+		field: func(c *Config) any { return &c.VerifyTrustedRootFile }},
 	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
 		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
 		field: func(c *Config) any { return &c.LabelFilter }},
@@ -483,6 +495,14 @@ func validate(c *Config, problems *configError) {
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems.add("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
+	}
+	if _, err := verify.ParseMode(c.Verify); err != nil {
+		problems.add("verify: %v", err)
+	}
+	if c.VerifyTrustedRootFile != "" {
+		if _, err := verify.LoadTrustedRootFile(c.VerifyTrustedRootFile); err != nil {
+			problems.add("verify_trusted_root_file: %v", err)
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/and3rn3t/hookd/internal/registry"
 	"github.com/and3rn3t/hookd/internal/store"
 	"github.com/and3rn3t/hookd/internal/swarmsvc"
+	"github.com/and3rn3t/hookd/internal/verify"
 	"github.com/and3rn3t/hookd/internal/web"
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
@@ -355,6 +356,10 @@ func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keycha
 		Scope:      scope,
 		Logger:     logger.With("component", "swarm"),
 	}
+	gate, err := newVerifyGate(cfg, docker, reg, m, logger)
+	if err != nil {
+		return nil, err
+	}
 	return deployer.New(deployer.Config{
 		State: st,
 		Ping: func(ctx context.Context) error {
@@ -366,11 +371,43 @@ func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keycha
 			containers.Name: containers.NewRecreate(docker, ccfg),
 			swarmsvc.Name:   swarmsvc.New(docker, reg, scfg),
 		},
-		Gates:       gates,
+		// The signature first: a deploy GitHub hears of is one hookd may run.
+		Gates:       append([]deployer.Gate{gate}, gates...),
 		Concurrency: cfg.Concurrency,
 		QueueSize:   cfg.QueueSize,
 		Metrics:     m,
 		Logger:      logger.With("component", "deployer"),
+	})
+}
+
+// newVerifyGate wires the signature gate. It is always in place, since a
+// target's hookd.verify label may turn verification on where the setting
+// has it off; the public-good trusted root is fetched (through TUF, into
+// <state_dir>/sigstore) only when a signature is first checked.
+func newVerifyGate(cfg Config, docker *client.Client, reg *registry.Client, m *metrics.Metrics, logger *slog.Logger) (*verify.Gate, error) {
+	mode, err := verify.ParseMode(cfg.Verify)
+	if err != nil {
+		return nil, err // validated already
+	}
+	log := logger.With("component", "verify")
+	var trust verify.Trust
+	if cfg.VerifyTrustedRootFile != "" {
+		roots, err := verify.LoadTrustedRootFile(cfg.VerifyTrustedRootFile)
+		if err != nil {
+			return nil, err
+		}
+		trust = roots
+	} else {
+		trust = verify.NewTUF(verify.TUFConfig{CacheDir: filepath.Join(cfg.StateDir, "sigstore"), Logger: log})
+	}
+	return verify.New(verify.Config{
+		Mode:           mode,
+		Trust:          trust,
+		Registry:       reg,
+		Labels:         verify.EngineLabels{Docker: docker},
+		GitHubRegistry: cfg.RegistryHost,
+		Metrics:        m,
+		Logger:         log,
 	})
 }
 

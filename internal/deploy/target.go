@@ -51,6 +51,10 @@ type Target struct {
 	// (or Swarm did), until a later deploy of it succeeds or finds it up
 	// to date: an unforced request for it is refused.
 	RolledBack string `json:"rolled_back_digest,omitempty"`
+	// Refused is the digest a gate last rejected for this target (see
+	// ErrRejected), until a later deploy succeeds or finds it up to date:
+	// an unforced request for it is refused without asking the gate again.
+	Refused string `json:"refused_digest,omitempty"`
 	// LastWebhook is when a webhook delivery last asked for this target
 	// (a request the deployer accepted); the poller stays quiet while
 	// deliveries arrive.

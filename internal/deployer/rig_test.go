@@ -30,6 +30,8 @@ type rig struct {
 	PruneImages   bool
 	SelfID        string
 	LabelFilter   string
+	// Gates every deploy passes (a signature check), as cmd/hookd wires them.
+	Gates []Gate
 }
 
 // deployer wires a Deployer with the container and service sources and
@@ -67,6 +69,7 @@ func (r rig) deployer(t testing.TB, cli *client.Client) *Deployer {
 			containers.Name: containers.NewRecreate(cli, ccfg),
 			swarmsvc.Name:   swarmsvc.New(cli, reg, scfg),
 		},
+		Gates:     r.Gates,
 		QueueSize: r.QueueSize,
 		Metrics:   r.Metrics,
 		Logger:    r.Logger,

@@ -25,6 +25,16 @@ const (
 	PollChanged     = "changed"
 	PollError       = "error"
 	PollRateLimited = "rate_limited"
+
+	// Outcomes of verifying an image's signature: a signature by the
+	// expected identity covers the digest; none was found; those found
+	// are not acceptable (another signer, other content, invalid); or no
+	// verdict could be reached (the registry or the trusted root could
+	// not be read, the target's labels are wrong).
+	VerifyVerified = "verified"
+	VerifyUnsigned = "unsigned"
+	VerifyRejected = "rejected"
+	VerifyError    = "error"
 )
 
 // Metrics holds every hookd series.
@@ -50,6 +60,8 @@ type Metrics struct {
 	// Reporters: GitHub deployment statuses and notifications.
 	GitHubReports *prometheus.CounterVec // outcome
 	Notifications *prometheus.CounterVec // service, outcome
+	// Verifications counts image signature checks by outcome.
+	Verifications *prometheus.CounterVec // outcome
 }
 
 // Outcomes of a request to GitHub's deployments API
@@ -157,6 +169,10 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		m.GitHubReports.WithLabelValues(o)
 	}
 	reg.MustRegister(m.GitHubReports, m.Notifications)
+	m.Verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_verifications_total",
+		Help: "Image signature verifications before a deploy, by outcome (verified, unsigned, rejected, error).",
+	}, []string{"outcome"})
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookd_build_info",
 		Help: "Build information; the value is always 1.",
@@ -175,11 +191,15 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		m.Deploys, m.DeployDuration, m.DeployLeadTime, m.ImageAgeAtDeploy,
 		m.Rollbacks, m.DeployInProgress, m.QueuePending, m.LastSuccessfulDeploy,
 		m.TargetInfo, m.PollChecks, m.RegistryRequests, m.EventsDropped,
+		m.Verifications,
 	)
 	// Outcomes every operator alerts on exist from the start, at zero, so a
 	// rate() over them works before the first event.
 	for _, o := range []string{PollUnchanged, PollChanged, PollError, PollRateLimited} {
 		m.PollChecks.WithLabelValues(o)
+	}
+	for _, o := range []string{VerifyVerified, VerifyUnsigned, VerifyRejected, VerifyError} {
+		m.Verifications.WithLabelValues(o)
 	}
 	return m
 }
