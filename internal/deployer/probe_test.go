@@ -163,4 +163,3 @@ func TestIntegrationProbeUnreachable(t *testing.T) {
 		})
 	}
 }
-

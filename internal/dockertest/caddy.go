@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -42,7 +42,7 @@ type Caddy struct {
 
 // RunCaddy runs Debian's Caddy with caddyfile in a container attached to
 // network, publishes the given container ports ("8080/tcp") on 127.0.0.1,
-// and waits until each answers HTTP. Nothing can be pulled: the image is
+// and waits until Caddy serves. Nothing can be pulled: the image is
 // built here from the host's CaddyBinary and the libraries ldd lists for
 // it, and pushed to r. Without the binary the test is skipped, or fails
 // when HOOKD_INTEGRATION=1.
@@ -111,6 +111,15 @@ func (r *Registry) RunCaddy(ctx context.Context, t testing.TB, cli *client.Clien
 	if err != nil {
 		t.Fatalf("inspect caddy: %v", err)
 	}
+	// Caddy says when it serves; asking it over HTTP would wait for an
+	// upstream that may not run yet.
+	WaitFor(t, 30*time.Second, "caddy serving", func() (bool, string) {
+		logs, err := containerLogs(ctx, cli, id)
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(logs, "serving initial configuration"), logs
+	})
 	for _, p := range ports {
 		var addr string
 		for _, b := range info.NetworkSettings.Ports[nat.Port(p)] {
@@ -122,18 +131,21 @@ func (r *Registry) RunCaddy(ctx context.Context, t testing.TB, cli *client.Clien
 		if addr == "" {
 			t.Fatalf("caddy: no host port for %s", p)
 		}
-		WaitFor(t, 30*time.Second, "caddy answering on "+addr, func() (bool, string) {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
-			resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
-			if err != nil {
-				return false, err.Error()
-			}
-			resp.Body.Close()
-			return true, ""
-		})
 		c.Addrs = append(c.Addrs, addr)
 	}
 	return c
+}
+
+// containerLogs returns what the container wrote so far, both streams
+// (still framed: enough to search).
+func containerLogs(ctx context.Context, cli *client.Client, id string) (string, error) {
+	rc, err := cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	return string(b), err
 }
 
 var caddyBuild struct {
