@@ -15,7 +15,9 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/network"
 
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/strategy"
@@ -178,7 +180,9 @@ func printable(b []byte) string {
 // network_mode host) reaches the containers on every bridge network of its
 // host, the default bridge and user-defined ones alike, internal ones too;
 // not those on macvlan or ipvlan networks of the host's own interface, nor
-// on overlay networks. Every address of c is tried, in network name order.
+// on overlay networks. Every address of c is tried, in network name order;
+// a container on the host's network is reached on 127.0.0.1, one in
+// another's namespace (network_mode container:) at that one's addresses.
 // hookd in a container (the shipped docker-compose.yml) reaches only the
 // networks its container is attached to: the engine drops traffic between
 // bridge networks. Only c's addresses on those are tried, and none means
@@ -187,7 +191,7 @@ func printable(b []byte) string {
 // An address is reachable when a TCP connection to it is accepted or
 // refused: either way the container answered. One that times out or has no
 // route is not.
-func (r *Recreate) probeAddress(ctx context.Context, c containerInspect, port string) (addr, network string, err error) {
+func (r *Recreate) probeAddress(ctx context.Context, c containerInspect, port string) (addr, netName string, err error) {
 	name := strings.TrimPrefix(c.Name, "/")
 	hookdNets, onHost, err := r.hookdNetworks(ctx)
 	if err != nil {
@@ -196,22 +200,46 @@ func (r *Recreate) probeAddress(ctx context.Context, c containerInspect, port st
 	type candidate struct{ network, addr string }
 	var cands []candidate
 	var all []string
+	var nets map[string]*network.EndpointSettings
 	if c.NetworkSettings != nil {
-		for _, n := range sortedKeys(c.NetworkSettings.Networks) {
-			ep := c.NetworkSettings.Networks[n]
-			if ep == nil {
-				continue
-			}
-			all = append(all, n)
-			ip := ep.IPAddress
-			if ip == "" {
-				ip = ep.GlobalIPv6Address
-			}
-			if ip == "" || !onHost && !hookdNets[ep.NetworkID] {
-				continue
-			}
-			cands = append(cands, candidate{n, net.JoinHostPort(ip, port)})
+		nets = c.NetworkSettings.Networks
+	}
+	var mode container.NetworkMode
+	if c.HostConfig != nil {
+		mode = c.HostConfig.NetworkMode
+	}
+	switch {
+	case mode.IsHost() && onHost:
+		cands = append(cands, candidate{"host", net.JoinHostPort("127.0.0.1", port)})
+		nets = nil
+	case mode.IsHost():
+		return "", "", fmt.Errorf("hookd cannot reach %q for its probe: it uses the host's network, which hookd's container "+
+			"does not (give hookd network_mode: host, or run it as a systemd service)", name)
+	case mode.IsContainer():
+		// It has the addresses of the container whose namespace it shares.
+		owner, err := r.docker.ContainerInspect(ctx, mode.ConnectedContainer())
+		if err != nil {
+			return "", "", fmt.Errorf("inspect %s, whose network %q uses: %w", mode.ConnectedContainer(), name, err)
 		}
+		nets = nil
+		if owner.NetworkSettings != nil {
+			nets = owner.NetworkSettings.Networks
+		}
+	}
+	for _, n := range sortedKeys(nets) {
+		ep := nets[n]
+		if ep == nil {
+			continue
+		}
+		all = append(all, n)
+		ip := ep.IPAddress
+		if ip == "" {
+			ip = ep.GlobalIPv6Address
+		}
+		if ip == "" || !onHost && !hookdNets[ep.NetworkID] {
+			continue
+		}
+		cands = append(cands, candidate{n, net.JoinHostPort(ip, port)})
 	}
 	if len(cands) == 0 {
 		if !onHost && len(all) > 0 {

@@ -3,7 +3,9 @@
 // on the new image, gates the replacement on its health and rolls back when
 // it fails; every step is journalled first, and Reconcile settles at
 // start-up whatever a crash left half done, so that exactly one container
-// runs under each target's name.
+// runs under each target's name. StartFirst, opt-in, gates the new version
+// next to the old one instead, for apps behind a reverse proxy. Both gates
+// can also probe the container (hookd.probe, probe.go).
 package containers
 
 import (

@@ -163,3 +163,56 @@ func TestIntegrationProbeUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationProbeSharedNetworks: hookd on the host probes a recreate
+// target on the host's network at 127.0.0.1, one on an internal network
+// (no way out, but the host reaches it), and one in another container's
+// namespace at that container's address.
+func TestIntegrationProbeSharedNetworks(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	tests := []struct {
+		name string
+		opts func(t *testing.T, image string) (dockertest.ContainerOptions, string)
+	}{
+		{"host", func(t *testing.T, image string) (dockertest.ContainerOptions, string) {
+			port := freePort(t)
+			return dockertest.ContainerOptions{NetworkMode: "host", Env: []string{"TESTAPP_PORT=" + port}}, "http://:" + port + "/healthz"
+		}},
+		{"internal", func(t *testing.T, image string) (dockertest.ContainerOptions, string) {
+			net := "hookd-test-internal-" + strings.ReplaceAll(dockertest.LabelValue(t)[:8], "-", "")
+			if _, err := cli.NetworkCreate(ctx, net, network.CreateOptions{Internal: true, Labels: dockertest.Labels(t, nil)}); err != nil {
+				t.Fatal(err)
+			}
+			return dockertest.ContainerOptions{Network: net}, "http://:8080/healthz"
+		}},
+		{"container", func(t *testing.T, image string) (dockertest.ContainerOptions, string) {
+			net := dockertest.CreateNetwork(ctx, t, cli)
+			_, holder := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+				Image: image, Name: "holder", Network: net, Env: []string{"TESTAPP_PORT=9090"},
+			})
+			return dockertest.ContainerOptions{NetworkMode: "container:" + holder}, "http://:8080/healthz"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := "hookd/probe-mode-" + tt.name
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1", NoHealthcheck: true})
+			o, probe := tt.opts(t, reg.Ref(repo, "latest"))
+			o.Image, o.Name = reg.Ref(repo, "latest"), "probemode"
+			o.Labels = enabled(map[string]string{deploy.LabelProbe: probe})
+			_, name := dockertest.RunContainer(ctx, t, cli, o)
+			d := startDeployer(ctx, t, cli, rig{HealthTimeout: 6 * time.Second, SettleTime: 500 * time.Millisecond})
+			waitTarget(ctx, t, d.Deployer, name)
+			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", NoHealthcheck: true, SlowStart: time.Second})
+			j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
+			if j.Status != deploy.StatusSucceeded {
+				t.Fatalf("job = %s %q (%s: %s), want succeeded", j.Status, j.Error, j.RollbackReason, j.RollbackDetail)
+			}
+			if gate := time.Duration(j.Phases["health"] * float64(time.Second)); gate < time.Second {
+				t.Errorf("health gate took %v, want at least the app's 1s to get ready", gate)
+			}
+		})
+	}
+}
