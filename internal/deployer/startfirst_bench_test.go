@@ -19,7 +19,8 @@ import (
 // with recreate, while a client sends 50 requests a second to each through
 // Caddy. Per deploy it reports the requests sent from the job's submission
 // to its end: how many failed, the slowest answer, and how many the broken
-// version answered during the rollback.
+// version answered during the rollback; and, as the machine's own noise,
+// the slowest answer of 3 seconds of the same load while nothing deploys.
 //
 //	go test ./internal/deployer -run '^$' -bench StartFirstThroughCaddy -benchtime 5x
 func BenchmarkStartFirstThroughCaddy(b *testing.B) {
@@ -34,7 +35,7 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 	type side struct {
 		strategy, repo, alias, name string
 		load                        *dockertest.Load
-		deploys, rollbacks          []dockertest.LoadSummary
+		idle, deploys, rollbacks    []dockertest.LoadSummary
 		broken                      int
 	}
 	sides := []*side{
@@ -90,6 +91,14 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 
 	b.ResetTimer()
 	for i := range b.N {
+		// The machine's own noise: the same load while nothing deploys.
+		from := time.Now()
+		time.Sleep(3 * time.Second)
+		for _, s := range sides {
+			idle := dockertest.Summarize(s.load.Answers(), from, time.Now())
+			s.idle = append(s.idle, idle)
+			b.Logf("run %d %-11s idle     (3.0s): %s", i+1, s.strategy, idle)
+		}
 		good, broken := fmt.Sprintf("v%d", i+1), fmt.Sprintf("v%d-broken", i+1)
 		order := sides
 		if i%2 == 1 {
@@ -99,7 +108,8 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 			reg.PushApp(ctx, b, s.repo, "latest", dockertest.App{Version: good})
 			j, sum := run(s, deploy.StatusSucceeded)
 			s.deploys = append(s.deploys, sum)
-			b.Logf("run %d %-11s deploy   (%4.1fs): %s", i+1, s.strategy, j.FinishedAt.Sub(j.StartedAt).Seconds(), sum)
+			b.Logf("run %d %-11s deploy   (%4.1fs): %s; slowest sent at +%.2fs, gate passed at +%.2fs", i+1, s.strategy,
+				j.FinishedAt.Sub(j.StartedAt).Seconds(), sum, sum.SlowestAt.Sub(j.StartedAt).Seconds(), j.HealthyAt.Sub(j.StartedAt).Seconds())
 		}
 		for _, s := range order {
 			reg.PushApp(ctx, b, s.repo, "latest", dockertest.App{Version: broken, Unhealthy: true})
@@ -115,7 +125,7 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 		for _, kind := range []struct {
 			name string
 			sums []dockertest.LoadSummary
-		}{{"deploy", s.deploys}, {"rollback", s.rollbacks}} {
+		}{{"idle", s.idle}, {"deploy", s.deploys}, {"rollback", s.rollbacks}} {
 			var slowest time.Duration
 			failed, minRate := 0, 1e9
 			for _, sum := range kind.sums {
@@ -124,6 +134,9 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 				minRate = min(minRate, sum.PerSec)
 			}
 			b.ReportMetric(float64(slowest)/float64(time.Millisecond), short+"-"+kind.name+"-slowest-ms")
+			if kind.name == "idle" {
+				continue
+			}
 			b.ReportMetric(float64(failed), short+"-"+kind.name+"-failed")
 			b.ReportMetric(minRate, short+"-"+kind.name+"-min-req/s")
 		}

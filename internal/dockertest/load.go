@@ -117,6 +117,8 @@ type LoadSummary struct {
 	Bodies   map[string]int // how many answers had each body
 	// FirstFailure describes the first failed request, if any.
 	FirstFailure string
+	// SlowestAt is when the slowest request was sent.
+	SlowestAt time.Time
 }
 
 // Summarize describes the answers sent from from to to.
@@ -127,7 +129,9 @@ func Summarize(answers []Answer, from, to time.Time) LoadSummary {
 			continue
 		}
 		s.Requests++
-		s.Slowest = max(s.Slowest, a.Latency)
+		if a.Latency > s.Slowest {
+			s.Slowest, s.SlowestAt = a.Latency, a.At
+		}
 		if a.Failed() {
 			s.Failed++
 			if s.FirstFailure == "" {
