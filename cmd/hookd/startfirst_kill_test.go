@@ -18,7 +18,7 @@ import (
 // TestKilledDuringStartFirstKeepsServing: hookd is killed with SIGKILL
 // while a start-first deploy gates the new version next to the old one
 // (after the new one started, before the old one is stopped), behind
-// Caddy, with 50 requests a second going through it. The old version
+// Caddy, with 60 requests a second going through it. The old version
 // serves on; the next hookd on the same state dir removes the new one,
 // runs the job again and deploys it; no request fails, and afterwards
 // exactly one container carries the name.
@@ -51,7 +51,7 @@ func TestKilledDuringStartFirstKeepsServing(t *testing.T) {
 	}
 	first, _ := startChild(t, env)
 	from := time.Now()
-	load := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/", 50)
+	load := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/", 60)
 	defer load.Stop()
 
 	// v2 needs 3s before it is healthy: hookd is killed while it waits.

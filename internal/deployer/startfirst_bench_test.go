@@ -16,7 +16,7 @@ import (
 
 // BenchmarkStartFirstThroughCaddy deploys, then rolls back, two copies of
 // one app behind one Caddy in the same run, one with start-first and one
-// with recreate, while a client sends 50 requests a second to each through
+// with recreate, while a client sends 60 requests a second to each through
 // Caddy. Per deploy it reports the requests sent from the job's submission
 // to its end: how many failed, the slowest answer, and how many the broken
 // version answered during the rollback; and, as the machine's own noise,
@@ -33,10 +33,10 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 	// machine; both sides get the same, more patient check.
 	hc := &container.HealthConfig{Test: []string{"CMD", "/app", "health"}, Interval: dockertest.HealthInterval, Timeout: 5 * time.Second, Retries: 10}
 	type side struct {
-		strategy, repo, alias, name string
-		load                        *dockertest.Load
-		idle, deploys, rollbacks    []dockertest.LoadSummary
-		broken                      int
+		strategy, repo, alias, name     string
+		load                            *dockertest.Load
+		idle, deploys, swaps, rollbacks []dockertest.LoadSummary
+		broken                          int
 	}
 	sides := []*side{
 		{strategy: "start-first", repo: "bench/startfirst", alias: "sfapp"},
@@ -69,7 +69,7 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 	}
 	for i, s := range sides {
 		waitVersion(ctx, b, caddy.Addrs[i], "v0")
-		s.load = dockertest.StartLoad("http://"+caddy.Addrs[i]+"/", 50)
+		s.load = dockertest.StartLoad("http://"+caddy.Addrs[i]+"/", 60)
 		defer s.load.Stop()
 	}
 	time.Sleep(time.Second)
@@ -108,6 +108,8 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 			reg.PushApp(ctx, b, s.repo, "latest", dockertest.App{Version: good})
 			j, sum := run(s, deploy.StatusSucceeded)
 			s.deploys = append(s.deploys, sum)
+			// start-first touches the traffic only once the gate passed.
+			s.swaps = append(s.swaps, dockertest.Summarize(s.load.Answers(), j.HealthyAt, j.FinishedAt.Add(200*time.Millisecond)))
 			b.Logf("run %d %-11s deploy   (%4.1fs): %s; slowest sent at +%.2fs, gate passed at +%.2fs", i+1, s.strategy,
 				j.FinishedAt.Sub(j.StartedAt).Seconds(), sum, sum.SlowestAt.Sub(j.StartedAt).Seconds(), j.HealthyAt.Sub(j.StartedAt).Seconds())
 		}
@@ -125,7 +127,7 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 		for _, kind := range []struct {
 			name string
 			sums []dockertest.LoadSummary
-		}{{"idle", s.idle}, {"deploy", s.deploys}, {"rollback", s.rollbacks}} {
+		}{{"idle", s.idle}, {"deploy", s.deploys}, {"swap", s.swaps}, {"rollback", s.rollbacks}} {
 			var slowest time.Duration
 			failed, minRate := 0, 1e9
 			for _, sum := range kind.sums {
@@ -133,8 +135,11 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 				failed += sum.Failed
 				minRate = min(minRate, sum.PerSec)
 			}
+			if kind.name == "swap" && short == "rc" {
+				continue // recreate's swap is its whole deploy: the stall starts with the stop
+			}
 			b.ReportMetric(float64(slowest)/float64(time.Millisecond), short+"-"+kind.name+"-slowest-ms")
-			if kind.name == "idle" {
+			if kind.name == "idle" || kind.name == "swap" {
 				continue
 			}
 			b.ReportMetric(float64(failed), short+"-"+kind.name+"-failed")
@@ -146,7 +151,7 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 
 // BenchmarkTakeOldOut measures the ways to take the old container out of
 // service once the new one carries the alias, behind Caddy, while 20 slow
-// requests a second (each takes 500ms, so about ten are in flight) and 50
+// requests a second (each takes 500ms, so about ten are in flight) and 60
 // quick ones a second go through it: taking it off the network, or
 // stopping it with its own stop signal, for an app that drains (finishes
 // the requests in flight, as Go's http.Server.Shutdown does) and one that
@@ -185,7 +190,7 @@ func BenchmarkTakeOldOut(b *testing.B) {
 					Image: reg.Ref("bench/takeout", "latest"), Name: "takeout-old", Network: net, Aliases: []string{"app"},
 				})
 				waitVersion(ctx, b, caddy.Addrs[0], "v1")
-				quick := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/", 50)
+				quick := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/", 60)
 				slow := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/sleep?d=500ms", 20)
 				time.Sleep(time.Second)
 				dockertest.RunContainer(ctx, b, cli, dockertest.ContainerOptions{

@@ -49,19 +49,22 @@ func StartLoad(url string, perSecond int) *Load {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
+		// Request n leaves at start+n*every: a sender that fell behind (a
+		// busy machine) catches up instead of lowering the rate.
+		start := time.Now()
+		for n := 1; ; n++ {
+			t := time.NewTimer(time.Until(start.Add(time.Duration(n) * every)))
 			select {
 			case <-l.stop:
+				t.Stop()
 				return
 			case <-t.C:
-				l.wg.Add(1)
-				go func() {
-					defer l.wg.Done()
-					l.record(l.get())
-				}()
 			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				l.record(l.get())
+			}()
 		}
 	}()
 	return l
