@@ -328,3 +328,44 @@ func TestIntegrationStartFirstCrashReconciles(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationStartFirstShutdownDuringGate: hookd shutting down while
+// the new version is gated removes it, leaves the old one serving
+// untouched, and keeps the job queued for the next start.
+func TestIntegrationStartFirstShutdownDuringGate(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/sfshutdown"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	net := dockertest.CreateNetwork(ctx, t, cli)
+	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "sfshut", Labels: enabled(startFirst), Network: net, Aliases: []string{"app"},
+	})
+	state := newMemState(10)
+	d := startDeployer(ctx, t, cli, rig{State: state, HealthTimeout: 30 * time.Second})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2", SlowStart: 20 * time.Second})
+	jobs, err := d.Submit(ctx, deploy.Request{Target: name, Trigger: deploy.TriggerManual})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockertest.WaitFor(t, time.Minute, name+".hookd-new running", func() (bool, string) {
+		c, err := cli.ContainerInspect(ctx, name+deploy.SuffixNew)
+		return err == nil && c.State.Running, fmt.Sprint(err)
+	})
+	d.stop()
+	j, err := state.Job(ctx, jobs[0].ID)
+	if err != nil || j.Status != deploy.StatusQueued {
+		t.Errorf("job after shutdown = %s %q, %v; want queued", j.Status, j.Error, err)
+	}
+	if left := containersNamed(ctx, t, cli, name); len(left) != 1 {
+		t.Errorf("containers named %s* = %v, want %s alone", name, keys(left), name)
+	}
+	if c := inspect(ctx, t, cli, name); c.ID != oldID || !c.State.Running {
+		t.Errorf("%s = %s running %v, want the old one running", name, containers.ShortID(c.ID), c.State.Running)
+	}
+	if steps, _ := state.Steps(ctx); len(steps) != 0 {
+		t.Errorf("journal after shutdown = %+v, want empty", steps)
+	}
+}
