@@ -107,6 +107,12 @@ func (r *Registry) RunCaddy(ctx context.Context, t testing.TB, cli *client.Clien
 		Ports:   bind,
 	})
 	c := Caddy{ID: id, Name: name}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, err := containerLogs(context.Background(), cli, id)
+			t.Logf("caddy's log (%v):\n%s", err, logs)
+		}
+	})
 	info, err := cli.ContainerInspect(ctx, id)
 	if err != nil {
 		t.Fatalf("inspect caddy: %v", err)
