@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: vet, the whole suite with the race detector against a
 # real Docker Engine (including the runtime image, built here from a binary
-# built on the host) and, for the status page, a real chromium, the deploy
-# files checked by their real loaders, and a short fuzz run of the webhook
-# payload parser.
+# built on the host), a real chromium for the status page and Debian's Caddy
+# in front of the start-first tests, the deploy files checked by their real
+# loaders, and a short fuzz run of the webhook payload parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ while IFS= read -r line; do export "$line"; done <<<"$browser_env"
 # Files tests leave for people to look at (the status page's screenshots).
 artifacts=${HOOKD_TEST_ARTIFACTS:-${TMPDIR:-/tmp}/hookd-test-artifacts}
 mkdir -p "$artifacts"
+./scripts/caddy.sh
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
 HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m -artifacts -outputdir "$artifacts" ./...

@@ -368,8 +368,9 @@ func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keycha
 		},
 		Sources: []deployer.Source{containers.NewSource(docker, ccfg), swarmsvc.NewSource(docker, scfg)},
 		Strategies: map[string]deployer.Strategy{
-			containers.Name: containers.NewRecreate(docker, ccfg),
-			swarmsvc.Name:   swarmsvc.New(docker, reg, scfg),
+			containers.Name:           containers.NewRecreate(docker, ccfg),
+			containers.StartFirstName: containers.NewStartFirst(docker, ccfg),
+			swarmsvc.Name:             swarmsvc.New(docker, reg, scfg),
 		},
 		// The signature first: a deploy GitHub hears of is one hookd may run.
 		Gates:       append([]deployer.Gate{gate}, gates...),

@@ -148,6 +148,9 @@ type Step struct {
 	OldID  string    `json:"old_id,omitempty"`
 	NewID  string    `json:"new_id,omitempty"`
 	At     time.Time `json:"at"`
+	// Strategy names the strategy that wrote the entry and settles it
+	// after a crash; empty for the recreate strategy.
+	Strategy string `json:"strategy,omitempty"`
 }
 
 // Errors returned by Submit and the job look-ups.

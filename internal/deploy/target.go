@@ -33,7 +33,8 @@ type Target struct {
 	ID   string `json:"id"`
 	Kind string `json:"kind"` // KindContainer or KindService
 	// Strategy names how the target is deployed: "recreate" for a
-	// container (the default), "service-update" for a service.
+	// container (the default) or "start-first" (opted in with the
+	// hookd.strategy label), "service-update" for a service.
 	Strategy string `json:"strategy,omitempty"`
 	// Image is the normalised repository the target follows, Tag its tag.
 	Image string   `json:"image"`

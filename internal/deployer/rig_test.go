@@ -66,8 +66,9 @@ func (r rig) deployer(t testing.TB, cli *client.Client) *Deployer {
 		},
 		Sources: []Source{containers.NewSource(cli, ccfg), swarmsvc.NewSource(cli, scfg)},
 		Strategies: map[string]Strategy{
-			containers.Name: containers.NewRecreate(cli, ccfg),
-			swarmsvc.Name:   swarmsvc.New(cli, reg, scfg),
+			containers.Name:           containers.NewRecreate(cli, ccfg),
+			containers.StartFirstName: containers.NewStartFirst(cli, ccfg),
+			swarmsvc.Name:             swarmsvc.New(cli, reg, scfg),
 		},
 		Gates:     r.Gates,
 		QueueSize: r.QueueSize,
