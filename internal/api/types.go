@@ -51,6 +51,9 @@ type Job struct {
 	FinishedAt     time.Time          `json:"finished_at,omitzero"`
 	// DurationSeconds is FinishedAt - StartedAt once both are known.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	// Notes are facts recorded on the job for people to read (a restart
+	// coalesced it into another job, the engine restarted during it).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Target is a container or service hookd deploys.
@@ -116,6 +119,7 @@ func jobView(j deploy.Job) Job {
 		CreatedAt:      j.CreatedAt,
 		StartedAt:      j.StartedAt,
 		FinishedAt:     j.FinishedAt,
+		Notes:          j.Notes,
 	}
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		v.DurationSeconds = j.FinishedAt.Sub(j.StartedAt).Seconds()
