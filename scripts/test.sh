@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 ./scripts/docker-engine.sh
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
-HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m ./...
+# The engine-restart tests restart the engine they are given: never the
+# shared one, so not in this run; they get a private engine below.
+env -u HOOKD_TEST_ENGINE_RESTART HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m ./...
+if [ "${HOOKD_TEST_ENGINE_RESTART:-}" = 1 ]; then
+  ./scripts/engine-restart-test.sh
+fi
 (cd tools/checks && go vet ./... && go test -count=1 ./...)
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 20s -fuzzminimizetime 2s ./internal/webhook

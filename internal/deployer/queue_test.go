@@ -385,3 +385,43 @@ func TestSubmitServiceJobKind(t *testing.T) {
 		t.Errorf("job = %+v, want a service job for api on ghcr.io/acme/api:latest", jobs[0])
 	}
 }
+
+// brokenJobs is a State whose job listing fails, as a state file that
+// cannot be read does.
+type brokenJobs struct{ *memState }
+
+func (brokenJobs) Jobs(context.Context, deploy.JobFilter) ([]deploy.Job, error) {
+	return nil, errors.New("read error")
+}
+
+// TestNotReadyWhileStartupFails: the engine answers and the targets are
+// found, but start-up cannot resume the queued jobs. Nothing would be
+// deployed, so hookd must not say it is ready, and the log must not blame
+// the engine.
+func TestNotReadyWhileStartupFails(t *testing.T) {
+	var logs syncBuffer
+	d, err := New(Config{
+		State:   brokenJobs{newMemState(0)},
+		Ping:    func(context.Context) error { return nil },
+		Sources: []Source{noSource{}},
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(700 * time.Millisecond) // the first attempt and its retry delay
+	err = d.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "read error") {
+		t.Errorf("Ready() = %v while start-up cannot resume the queue, want the reason", err)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "start-up failed") || strings.Contains(out, "docker not ready") {
+		t.Errorf("log = %q, want an error saying start-up failed, not blaming docker", out)
+	}
+}
