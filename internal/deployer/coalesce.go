@@ -46,7 +46,7 @@ func (d *Deployer) finishCoalesced(ctx context.Context, j deploy.Job) {
 	for _, o := range older {
 		o.Status, o.Stage = j.Status, ""
 		o.DigestBefore, o.DigestAfter = j.DigestBefore, j.DigestAfter
-		o.Revision, o.Source, o.ImageCreated = j.Revision, j.Source, j.ImageCreated
+		o.Revision, o.Source = j.Revision, j.Source
 		o.Error = ""
 		if j.Error != "" {
 			o.Error = "job " + j.ID + ": " + j.Error

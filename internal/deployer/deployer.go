@@ -621,7 +621,7 @@ func (d *Deployer) resume(ctx context.Context) error {
 	}
 	// Jobs are newest first, so the first live job per target wins.
 	var changed []deploy.Job
-	forced := map[string]bool{} // targets whose pending job took an older job's force
+	at := map[string]int{} // target → index in changed of its pending job
 	for _, j := range jobs {
 		if j.Status.Final() {
 			continue
@@ -636,19 +636,22 @@ func (d *Deployer) resume(ctx context.Context) error {
 			jc := j
 			d.pending[j.Target] = &jc
 			d.order = append(d.order, j.Target)
+			at[j.Target] = len(changed)
 			changed = append(changed, j)
 		case p.ID == j.ID:
 			// submitted before Run; already queued
 		default:
 			if j.Request.Force && !p.Request.Force {
-				p.Request.Force = true
-				forced[j.Target] = true
+				p.Request.Force = true // a force is never lost
+				if i, ok := at[j.Target]; ok {
+					changed[i] = p.Clone()
+				} else {
+					at[j.Target] = len(changed)
+					changed = append(changed, p.Clone())
+				}
 			}
 			changed = append(changed, d.coalesceLocked(j, p.ID))
 		}
-	}
-	for t := range forced {
-		changed = append(changed, d.pending[t].Clone())
 	}
 	d.metrics.QueuePending.Set(float64(len(d.pending)))
 	d.notifyLocked()
