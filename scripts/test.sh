@@ -18,8 +18,13 @@ mkdir -p "$artifacts"
 ./scripts/caddy.sh
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
-HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m -artifacts -outputdir "$artifacts" ./...
+# The engine-restart tests restart the engine they are given: never the
+# shared one, so not in this run; they get a private engine below.
+env -u HOOKD_TEST_ENGINE_RESTART HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m -artifacts -outputdir "$artifacts" ./...
 echo "test artifacts (screenshots): $artifacts/_artifacts"
+if [ "${HOOKD_TEST_ENGINE_RESTART:-}" = 1 ]; then
+  ./scripts/engine-restart-test.sh
+fi
 (cd tools/checks && go vet ./... && go test -count=1 ./...)
 # A count, not a duration: with -fuzztime as a duration, Go 1.26's fuzz
 # coordinator can fail at the deadline on a loaded machine with no crasher

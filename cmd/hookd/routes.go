@@ -140,14 +140,15 @@ func handleHealthz(healthy func() error) http.Handler {
 	})
 }
 
-// handleReadyz answers 503 while hookd cannot do its job (Docker does not
-// answer); the reason goes to the log, not to the client.
+// handleReadyz answers 503 while hookd cannot accept work (Docker does not
+// answer, start-up is not done, the state file cannot be written); the
+// client gets a fixed reason (see readiness), the log the detail.
 func handleReadyz(ready func(context.Context) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
-			reply.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "docker engine not reachable or targets not yet discovered"})
+			reply.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": readyReason(err)})
 			return
 		}
 		reply.JSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -99,7 +99,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.Writer) error {
 	logger := newLogger(cfg, logw)
 	dbPath := filepath.Join(cfg.StateDir, "hookd.db")
-	st, err := store.Open(dbPath, store.Options{})
+	st, err := store.Open(dbPath, store.Options{Logger: logger.With("component", "store")})
 	if err != nil {
 		return err
 	}
@@ -158,6 +158,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 	workersDone := make(chan struct{})
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.BuildInfo{Version: version, Revision: revision})
+	reg.MustRegister(metrics.StateQuarantined(st.Quarantined))
 
 	keychain := registry.NewKeychain(staticCredentials(cfg), nil)
 	regClient := registry.New(registry.Config{
@@ -243,7 +244,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		metrics:       metricsHandler(reg),
 		metricsTokens: toBytes(cfg.MetricsTokens),
 		metricsApart:  cfg.MetricsListen != "",
-		ready:         dep.Ready,
+		ready:         readiness(logger, dep.Ready, st.Writable),
 		healthy:       dep.Healthy,
 		pages:         pages,
 		failedLogins:  failedLogins,

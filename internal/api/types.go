@@ -51,8 +51,9 @@ type Job struct {
 	FinishedAt     time.Time          `json:"finished_at,omitzero"`
 	// DurationSeconds is FinishedAt - StartedAt once both are known.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
-	// Notes are facts gates and reporters recorded on the job: a verified
-	// signer, a warning.
+	// Notes are facts recorded on the job for people to read: a verified
+	// signer, a warning, a restart that coalesced it into another job, the
+	// engine restarting during it.
 	Notes []string `json:"notes,omitempty"`
 	// Verified is the signature checked before the deploy, when one was.
 	Verified *Verification `json:"verified,omitempty"`
@@ -133,6 +134,7 @@ func jobView(j deploy.Job) Job {
 		CreatedAt:      j.CreatedAt,
 		StartedAt:      j.StartedAt,
 		FinishedAt:     j.FinishedAt,
+		Notes:          j.Notes,
 	}
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		v.DurationSeconds = j.FinishedAt.Sub(j.StartedAt).Seconds()

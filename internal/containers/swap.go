@@ -68,7 +68,13 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	st := deploy.Step{Target: name, JobID: j.ID, OldID: cur.ID}
 	// undo puts the old container back after a failed step.
 	undo := func(cause error) strategy.Outcome {
+		if r.lost(cause) {
+			return r.afterEngineLoss(run, st, verdict{}, cause, log)
+		}
 		if _, err := r.recover(sctx, name, st); err != nil {
+			if r.lost(err) {
+				return r.afterEngineLoss(run, st, verdict{}, err, log)
+			}
 			log.Error("restore after failed step failed; left for reconcile", "err", err)
 			return strategy.Failed(fmt.Errorf("restoring the old container failed too (%v), after: %w", err, cause))
 		}
@@ -138,6 +144,9 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	}
 	startErr := r.docker.ContainerStart(sctx, created.ID, container.StartOptions{})
 	run.Phase("swap", t0)
+	if r.lost(startErr) {
+		return r.afterEngineLoss(run, st, verdict{}, startErr, log)
+	}
 
 	var v verdict
 	if startErr != nil {
@@ -152,6 +161,9 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 		t1 := time.Now()
 		v, err = r.gateProbed(ctx, cur, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime) // probe.go
 		run.Phase("health", t1)
+		if lost := r.gateLost(err, v); lost != nil {
+			return r.afterEngineLoss(run, st, verdict{}, lost, log)
+		}
 		if err != nil {
 			if run.Stopping() {
 				return r.abandonGate(sctx, run, st, log)
@@ -168,6 +180,9 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 			log.Error("journal cleanup failed", "err", err)
 		}
 		if err := r.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
+			if r.lost(err) {
+				return r.afterEngineLoss(run, st, v, err, log)
+			}
 			// Keep the journal: a restart must finish this swap, not undo it.
 			log.Error("remove old container failed", "container", name+deploy.SuffixOld, "err", err)
 			return strategy.Outcome{Status: deploy.StatusSucceeded}
@@ -185,6 +200,9 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	}
 	_, rerr := r.recover(sctx, name, st)
 	cause := fmt.Sprintf("new container %s: %s", v.reason, v.detail)
+	if r.lost(rerr) {
+		return r.afterEngineLoss(run, st, v, rerr, log)
+	}
 	if rerr != nil {
 		return strategy.Failed(fmt.Errorf("%s; rollback failed, left for reconcile: %w", cause, rerr))
 	}
@@ -300,6 +318,9 @@ func (r *Recreate) gate(ctx context.Context, id string, msgs <-chan events.Messa
 			if ctx.Err() != nil {
 				return verdict{}, ctx.Err()
 			}
+			if r.engineGoingAway(ctx) {
+				return verdict{}, fmt.Errorf("%w: health gate event stream: %w", errEngineLost, err)
+			}
 			// Stream lost: subscribe again; Since replays what was missed.
 			r.log.Warn("health gate event stream lost; resubscribing", "err", err)
 			select {
@@ -338,6 +359,9 @@ func (r *Recreate) confirm(ctx context.Context, id string, hasHealth bool, timeo
 		case c.State.Health != nil && c.State.Health.Status == container.Unhealthy:
 			return verdict{reason: deploy.ReasonUnhealthy, detail: HealthOutput(c)}
 		}
+	}
+	if engineLost(err) {
+		return verdict{reason: reasonEngineLost, detail: err.Error()}
 	}
 	if err != nil && !hasHealth {
 		return verdict{} // the engine did not answer, but no die event came either

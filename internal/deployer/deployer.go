@@ -137,6 +137,17 @@ type Deployer struct {
 
 	// denied is set while the engine's socket refuses hookd's user.
 	denied atomic.Bool
+	// working is set once start-up (reconcile, discovery, resume) is done
+	// and the workers run: before, a request is accepted but not deployed.
+	working atomic.Bool
+	// startErr is why the last start-up attempt failed; d.mu guards it.
+	startErr error
+	// coalesced holds, per target, the jobs a restart found live behind
+	// a newer one (see resume): they end as the target's next job ends.
+	coalesced map[string][]deploy.Job
+	// unsettled holds the targets whose swap has a journal entry: hookd
+	// may not know what runs under the name until it is settled.
+	unsettled map[string]bool
 }
 
 // New returns a Deployer. It does nothing until Run.
@@ -176,6 +187,8 @@ func New(cfg Config) (*Deployer, error) {
 		pending:     make(map[string]*deploy.Job),
 		running:     make(map[string]string),
 		changed:     make(chan struct{}),
+		coalesced:   make(map[string][]deploy.Job),
+		unsettled:   make(map[string]bool),
 	}
 	d.events.dropped = cfg.Metrics.EventsDropped
 	d.events.observe(d.record)
@@ -380,18 +393,26 @@ func (d *Deployer) Subscribe(name string, buf int) (<-chan deploy.Event, func())
 	return d.events.subscribe(name, buf)
 }
 
-// Ready returns nil when the engine answers a ping and the targets have
-// been discovered.
+// Ready returns nil when the engine answers a ping and start-up is done
+// (interrupted swaps settled, targets discovered, queued jobs resumed):
+// only then is a request deployed. While start-up keeps failing (a state
+// file it cannot read), the error says why.
 func (d *Deployer) Ready(ctx context.Context) error {
 	if err := d.ping(ctx); err != nil {
 		return fmt.Errorf("docker unreachable: %w", err)
 	}
+	if d.working.Load() {
+		return nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.startErr != nil {
+		return fmt.Errorf("start-up failed: %w", d.startErr)
+	}
 	if !d.discovered {
 		return errors.New("targets not discovered yet")
 	}
-	return nil
+	return errors.New("start-up not finished")
 }
 
 // ErrSocketDenied is Healthy's answer while the engine's socket refuses
@@ -510,6 +531,9 @@ func (d *Deployer) Run(ctx context.Context) error {
 
 	for failures := 1; ; failures++ {
 		err := d.startup(ctx)
+		d.mu.Lock()
+		d.startErr = err
+		d.mu.Unlock()
 		if err == nil {
 			break
 		}
@@ -517,11 +541,18 @@ func (d *Deployer) Run(ctx context.Context) error {
 			return nil
 		}
 		delay := retry.Delay(failures, 0)
-		d.log.Warn("docker not ready, retrying", "err", err, "retry_in_seconds", delay.Seconds())
+		if errors.Is(err, errNoPing) {
+			d.log.Warn("docker not ready, retrying", "err", err, "retry_in_seconds", delay.Seconds())
+		} else {
+			// The engine answers, so this is not a matter of waiting for
+			// it: nothing is deployed until it is fixed.
+			d.log.Error("start-up failed; nothing is deployed until it succeeds, retrying", "err", err, "retry_in_seconds", delay.Seconds())
+		}
 		if !sleepCtx(ctx, delay) {
 			return nil
 		}
 	}
+	d.working.Store(true)
 
 	var wg sync.WaitGroup
 	for range d.cfg.Concurrency {
@@ -532,12 +563,18 @@ func (d *Deployer) Run(ctx context.Context) error {
 	return nil
 }
 
+// errNoPing marks a start-up that failed because the engine did not answer.
+var errNoPing = errors.New("ping")
+
 // startup runs once the engine answers: reconcile, discover, resume.
 func (d *Deployer) startup(ctx context.Context) error {
 	if err := d.ping(ctx); err != nil {
-		return fmt.Errorf("ping: %w", err)
+		return fmt.Errorf("%w: %w", errNoPing, err)
 	}
 	if err := d.reconcile(ctx); err != nil {
+		return err
+	}
+	if err := d.loadUnsettled(ctx); err != nil {
 		return err
 	}
 	if err := d.relist(ctx); err != nil {
@@ -565,7 +602,13 @@ func (d *Deployer) reconcile(ctx context.Context) error {
 }
 
 // resume puts the jobs an earlier run left queued or running back in the
-// queue, one per target (the newest; older ones are marked superseded).
+// queue, one per target. A restart may find several live jobs of a target:
+// one a shutdown interrupted and one queued behind it. They coalesce as
+// they would have in the queue: the newest request is deployed, with force
+// if any of them asked for it (a force is never lost), and the older jobs
+// stay queued until that deploy ends and then end as it did, with a note
+// naming it (see finishCoalesced). None of them is reported failed: none
+// failed.
 func (d *Deployer) resume(ctx context.Context) error {
 	jobs, err := d.state.Jobs(ctx, deploy.JobFilter{})
 	if err != nil {
@@ -581,15 +624,14 @@ func (d *Deployer) resume(ctx context.Context) error {
 	}
 	// Jobs are newest first, so the first live job per target wins.
 	var changed []deploy.Job
+	at := map[string]int{} // target → index in changed of its pending job
 	for _, j := range jobs {
 		if j.Status.Final() {
 			continue
 		}
-		if p := d.pending[j.Target]; p != nil && p.ID != j.ID {
-			j.Status = deploy.StatusFailed
-			j.Error = "superseded by job " + p.ID
-			j.FinishedAt = time.Now().UTC()
-		} else if p == nil {
+		p := d.pending[j.Target]
+		switch {
+		case p == nil:
 			if j.Status == deploy.StatusRunning {
 				j.Status = deploy.StatusQueued
 				j.Stage = ""
@@ -597,10 +639,22 @@ func (d *Deployer) resume(ctx context.Context) error {
 			jc := j
 			d.pending[j.Target] = &jc
 			d.order = append(d.order, j.Target)
-		} else {
-			continue // submitted before Run; already queued
+			at[j.Target] = len(changed)
+			changed = append(changed, j)
+		case p.ID == j.ID:
+			// submitted before Run; already queued
+		default:
+			if j.Request.Force && !p.Request.Force {
+				p.Request.Force = true // a force is never lost
+				if i, ok := at[j.Target]; ok {
+					changed[i] = p.Clone()
+				} else {
+					at[j.Target] = len(changed)
+					changed = append(changed, p.Clone())
+				}
+			}
+			changed = append(changed, d.coalesceLocked(j, p.ID))
 		}
-		changed = append(changed, j)
 	}
 	d.metrics.QueuePending.Set(float64(len(d.pending)))
 	d.notifyLocked()
@@ -610,7 +664,7 @@ func (d *Deployer) resume(ctx context.Context) error {
 		if err := d.state.PutJob(ctx, j); err != nil {
 			return fmt.Errorf("resume job %s: %w", j.ID, err)
 		}
-		d.log.Info("job resumed", "job_id", j.ID, "target", j.Target, "status", string(j.Status))
+		d.log.Info("job resumed", "job_id", j.ID, "target", j.Target, "status", string(j.Status), "force", j.Request.Force)
 	}
 	return nil
 }

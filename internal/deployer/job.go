@@ -30,7 +30,7 @@ func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 		Job:     &j,
 		Log:     log,
 		Life:    runCtx,
-		Journal: d.state,
+		Journal: journal{d},
 		OnStage: func(s deploy.Stage) { d.transition(runCtx, j, string(s)) },
 		OnSave:  func() { d.saveJob(runCtx, j) },
 		Policy: func(ctx context.Context, digest string) error {
@@ -76,6 +76,7 @@ func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 	j.FinishedAt = time.Now().UTC()
 	d.noteRollback(j)
 	d.transition(runCtx, j, string(j.Status))
+	d.finishCoalesced(runCtx, j)
 	d.refresh(context.WithoutCancel(runCtx), j.Kind, j.Target)
 }
 

@@ -210,8 +210,9 @@ func TestResumeRequeuesLiveJobs(t *testing.T) {
 	st := newMemState(10)
 	now := time.Now()
 	for _, j := range []deploy.Job{
-		{ID: "01", Target: "web", Status: deploy.StatusQueued, CreatedAt: now.Add(-3 * time.Second)},
-		{ID: "02", Target: "web", Status: deploy.StatusRunning, CreatedAt: now.Add(-2 * time.Second)},
+		// A forced redeploy a shutdown interrupted, and a request queued behind it.
+		{ID: "01", Target: "web", Status: deploy.StatusRunning, Stage: deploy.StageGating, StartedAt: now, Request: deploy.Request{Force: true, Trigger: deploy.TriggerManual}, CreatedAt: now.Add(-3 * time.Second)},
+		{ID: "02", Target: "web", Status: deploy.StatusQueued, Request: deploy.Request{Trigger: deploy.TriggerWebhook}, CreatedAt: now.Add(-2 * time.Second)},
 		{ID: "03", Target: "api", Status: deploy.StatusSucceeded, CreatedAt: now.Add(-time.Second)},
 	} {
 		if err := st.PutJob(ctx, j); err != nil {
@@ -223,15 +224,26 @@ func TestResumeRequeuesLiveJobs(t *testing.T) {
 		t.Fatalf("resume() error = %v", err)
 	}
 	j, ok := d.next(ctx)
-	if !ok || j.ID != "02" || j.Status != deploy.StatusQueued {
-		t.Errorf("next() = %s %s, want the newest live job 02, queued", j.ID, j.Status)
+	if !ok || j.ID != "02" || j.Status != deploy.StatusQueued || !j.Request.Force {
+		t.Errorf("next() = %s %s force=%v, want the newest live job 02, queued, with the interrupted job's force", j.ID, j.Status, j.Request.Force)
+	}
+	if saved, _ := st.Job(ctx, "02"); !saved.Request.Force {
+		t.Errorf("stored job 02 has force=false, want the merged force persisted (a second restart must not lose it)")
 	}
 	old, _ := st.Job(ctx, "01")
-	if old.Status != deploy.StatusFailed {
-		t.Errorf("older live job status = %s, want failed (superseded)", old.Status)
+	if old.Status != deploy.StatusQueued || !old.StartedAt.IsZero() || !strings.Contains(strings.Join(old.Notes, "\n"), "coalesced into job 02") {
+		t.Errorf("older live job = %s started %v notes %q, want it queued behind job 02, saying so", old.Status, old.StartedAt, old.Notes)
 	}
 	if len(d.pending) != 0 {
 		t.Errorf("pending after next = %v, want empty (finished jobs are not resumed)", d.pending)
+	}
+
+	// When 02 ends, 01 ends the same way: its request was deployed by 02.
+	j.Status, j.DigestAfter, j.FinishedAt = deploy.StatusSucceeded, "sha256:new", time.Now().UTC()
+	d.finishCoalesced(ctx, j)
+	old, _ = st.Job(ctx, "01")
+	if old.Status != deploy.StatusSucceeded || old.DigestAfter != "sha256:new" || !strings.Contains(strings.Join(old.Notes, "\n"), "deployed by job 02") {
+		t.Errorf("older job after 02 ended = %s %q notes %q, want succeeded with 02's digest, saying job 02 deployed it", old.Status, old.DigestAfter, old.Notes)
 	}
 }
 
@@ -371,5 +383,45 @@ func TestSubmitServiceJobKind(t *testing.T) {
 	}
 	if jobs[0].Target != "api" || jobs[0].Kind != deploy.KindService || jobs[0].Image != "ghcr.io/acme/api:latest" {
 		t.Errorf("job = %+v, want a service job for api on ghcr.io/acme/api:latest", jobs[0])
+	}
+}
+
+// brokenJobs is a State whose job listing fails, as a state file that
+// cannot be read does.
+type brokenJobs struct{ *memState }
+
+func (brokenJobs) Jobs(context.Context, deploy.JobFilter) ([]deploy.Job, error) {
+	return nil, errors.New("read error")
+}
+
+// TestNotReadyWhileStartupFails: the engine answers and the targets are
+// found, but start-up cannot resume the queued jobs. Nothing would be
+// deployed, so hookd must not say it is ready, and the log must not blame
+// the engine.
+func TestNotReadyWhileStartupFails(t *testing.T) {
+	var logs syncBuffer
+	d, err := New(Config{
+		State:   brokenJobs{newMemState(0)},
+		Ping:    func(context.Context) error { return nil },
+		Sources: []Source{noSource{}},
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(700 * time.Millisecond) // the first attempt and its retry delay
+	err = d.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "read error") {
+		t.Errorf("Ready() = %v while start-up cannot resume the queue, want the reason", err)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "start-up failed") || strings.Contains(out, "docker not ready") {
+		t.Errorf("log = %q, want an error saying start-up failed, not blaming docker", out)
 	}
 }

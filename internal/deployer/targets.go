@@ -52,7 +52,7 @@ func (d *Deployer) relist(ctx context.Context) error {
 		if _, ok := fresh[name]; ok {
 			continue
 		}
-		if _, busy := d.running[name]; busy {
+		if d.keepLocked(name) {
 			fresh[name] = old // mid-swap: the name is briefly on no running container
 			continue
 		}
@@ -89,7 +89,7 @@ func (d *Deployer) refresh(ctx context.Context, kind, idOrName string) {
 		if ok && name == t.Name {
 			continue
 		}
-		if _, busy := d.running[name]; busy {
+		if d.keepLocked(name) {
 			continue
 		}
 		d.dropTargetLocked(old)

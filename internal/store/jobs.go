@@ -138,7 +138,9 @@ func (s *Store) Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, err
 		return nil, err
 	}
 	out := []deploy.Job{}
+	var bad []badRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
+		bad = bad[:0]
 		jobs := tx.Bucket(bucketJobs)
 		var c *bolt.Cursor
 		if f.Target != "" {
@@ -153,10 +155,14 @@ func (s *Store) Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, err
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			if f.Target != "" {
 				v = jobs.Get(k)
+				if v == nil {
+					continue // an index entry whose job was quarantined
+				}
 			}
-			var j deploy.Job
-			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %s: %w", k[8:], err)
+			j, err := decodeJob(k, v)
+			if err != nil {
+				bad = append(bad, newBadRecord(bucketJobs, k, v, err))
+				continue
 			}
 			out = append(out, j)
 			if f.Limit > 0 && len(out) >= f.Limit {
@@ -168,6 +174,9 @@ func (s *Store) Jobs(ctx context.Context, f deploy.JobFilter) ([]deploy.Job, err
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
+	if len(bad) > 0 {
+		s.quarantine(bad)
+	}
 	return out, nil
 }
 
@@ -178,17 +187,27 @@ func (s *Store) Job(ctx context.Context, id string) (deploy.Job, error) {
 		return deploy.Job{}, err
 	}
 	var j deploy.Job
+	var bad []badRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		idx := tx.Bucket(bucketJobIDs).Get([]byte(id))
-		if idx == nil {
+		if idx == nil || len(idx) < 8 {
 			return deploy.ErrJobNotFound
 		}
-		v := tx.Bucket(bucketJobs).Get(jobKey(idx[:8], []byte(id)))
+		key := jobKey(idx[:8], []byte(id))
+		v := tx.Bucket(bucketJobs).Get(key)
 		if v == nil {
 			return deploy.ErrJobNotFound
 		}
-		return json.Unmarshal(v, &j)
+		var err error
+		if j, err = decodeJob(key, v); err != nil {
+			bad = append(bad, newBadRecord(bucketJobs, key, v, err))
+			return deploy.ErrJobNotFound
+		}
+		return nil
 	})
+	if len(bad) > 0 {
+		s.quarantine(bad)
+	}
 	if err != nil {
 		return deploy.Job{}, fmt.Errorf("job %q: %w", id, err)
 	}
@@ -223,11 +242,14 @@ func (s *Store) Steps(ctx context.Context) ([]deploy.Step, error) {
 		return nil, err
 	}
 	var out []deploy.Step
+	var bad []badRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
+		out, bad = out[:0], bad[:0]
 		return tx.Bucket(bucketSteps).ForEach(func(k, v []byte) error {
-			var st deploy.Step
-			if err := json.Unmarshal(v, &st); err != nil {
-				return fmt.Errorf("decode step for %s: %w", k, err)
+			st, err := decodeStep(k, v)
+			if err != nil {
+				bad = append(bad, newBadRecord(bucketSteps, k, v, err))
+				return nil
 			}
 			out = append(out, st)
 			return nil
@@ -235,6 +257,9 @@ func (s *Store) Steps(ctx context.Context) ([]deploy.Step, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list steps: %w", err)
+	}
+	if len(bad) > 0 {
+		s.quarantine(bad)
 	}
 	return out, nil
 }

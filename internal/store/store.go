@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +59,9 @@ type Options struct {
 	JobsPerTarget int
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
+	// Logger receives the store's own warnings (a quarantined record);
+	// default discarding.
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -72,6 +77,9 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	return o
 }
 
@@ -80,13 +88,19 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	opts Options
+	log  *slog.Logger
+
+	// quarantined counts the records moved aside since Open (see
+	// quarantine.go).
+	quarantined atomic.Uint64
 }
 
 // Open opens the state file at path (STATE_DIR/hookd.db), creating its
 // directory (0700) and the file (0600) when missing. It refuses, with an
 // error naming the file and the fix, a file that is locked by another
 // process, is not a valid hookd database, was written by a newer hookd, or
-// cannot be read and written; it never starts empty over an existing file.
+// cannot be read and written, or is empty (0 bytes: the file existed, so
+// its content was lost); it never starts empty over an existing file.
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	dir := filepath.Dir(path)
@@ -98,19 +112,34 @@ func Open(path string, opts Options) (*Store, error) {
 		if !fi.Mode().IsRegular() {
 			return nil, fmt.Errorf("state file %s is not a regular file; move it aside to start with empty state", path)
 		}
-		existing = fi.Size() > 0
+		if fi.Size() == 0 {
+			return nil, emptyFileError(path)
+		}
+		existing = true
 	}
 
 	db, err := openBolt(path, opts.Timeout)
 	if err != nil {
 		return nil, openError(path, existing, err)
 	}
-	s := &Store{db: db, path: path, opts: opts}
+	s := &Store{db: db, path: path, opts: opts, log: opts.Logger}
 	if err := s.initSchema(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// emptyFileError refuses a 0-byte state file. bbolt would initialise it
+// silently, and hookd would forget every queued job (answered 202) and
+// every rolled-back digest without a word. A file that exists but is
+// empty is what a file system leaves after a power cut or a full disk
+// caught a write in flight, or what a first start leaves if it was killed
+// before bbolt wrote its first pages.
+func emptyFileError(path string) error {
+	return fmt.Errorf("state file %s is empty (0 bytes): its content was lost (a power cut or a full disk during a write, "+
+		"or a first start killed at once), and starting over it would silently forget queued jobs and rolled-back digests; "+
+		"restore it from a backup, or move it aside to start with empty state", path)
 }
 
 // openBolt opens the file with bbolt, turning the panics bbolt raises on some

@@ -561,6 +561,9 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 		{"damaged data pages, intact meta and freelist", damageDataPages, "is not a valid hookd database"},
 		{"another program's bbolt file", foreignDB, "is not a hookd database"},
 		{"newer schema", newerSchema, "was written by a newer hookd (schema 99"},
+		// bbolt would initialise an empty file silently: hookd would
+		// forget its queued jobs and rolled-back digests without a word.
+		{"empty file", func(t *testing.T, path string) { writeFile(t, path, nil) }, "is empty (0 bytes)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -133,6 +133,7 @@ func exportedSeries(t *testing.T) map[string]map[string]bool {
 	reg := prometheus.NewRegistry()
 	rec := &recordingRegisterer{Registerer: reg}
 	metrics.New(rec, metrics.BuildInfo{Version: "test", Revision: "test"})
+	rec.MustRegister(metrics.StateQuarantined(func() uint64 { return 0 })) // registered beside New by run.go
 
 	series := map[string]map[string]bool{"up": {}}
 	add := func(name string, labels map[string]bool, histogram, summary bool) {
