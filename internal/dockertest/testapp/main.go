@@ -3,6 +3,11 @@
 //
 //	testapp serve   serve HTTP on :8080 (or :$TESTAPP_PORT)
 //	testapp health  exit 0 when healthy, 1 otherwise (the image's healthcheck)
+//	testapp hook CODE [PATH]
+//	                a lifecycle hook: print a line on stdout and one on stderr,
+//	                write the image's version to PATH when given, exit CODE
+//	testapp sleep DURATION
+//	                sleep, then exit 0 (a hook that takes too long)
 //
 // TESTAPP_PORT moves both to another port, for containers that share a
 // network namespace (network_mode host or container:NAME).
@@ -21,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -66,8 +72,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "healthy")
 		return 0
+	case "hook":
+		return hook(args[1:], stdout, stderr)
+	case "sleep":
+		if len(args) < 2 {
+			fmt.Fprintln(stderr, "testapp: sleep DURATION")
+			return 2
+		}
+		d, err := time.ParseDuration(args[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "testapp: %v\n", err)
+			return 2
+		}
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+		return 0
 	default:
-		fmt.Fprintf(stderr, "testapp: unknown command %q (want serve or health)\n", cmd)
+		fmt.Fprintf(stderr, "testapp: unknown command %q (want serve, health, hook or sleep)\n", cmd)
 		return 2
 	}
 }
@@ -160,6 +183,33 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "testapp stopped")
 	return nil
+}
+
+// hook is a lifecycle hook: it says so on both streams, records the
+// image's version in a file if asked, and exits with the code asked for.
+func hook(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 {
+		fmt.Fprintln(stderr, "testapp: hook CODE [PATH]")
+		return 2
+	}
+	code, err := strconv.Atoi(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "testapp: hook: %v\n", err)
+		return 2
+	}
+	version := readTrimmed("/version")
+	fmt.Fprintf(stdout, "hook ran in %s\n", version)
+	if len(args) > 1 {
+		if err := os.MkdirAll(filepath.Dir(args[1]), 0o755); err == nil {
+			err = os.WriteFile(args[1], []byte(version+"\n"), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "testapp: hook: %v\n", err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "hook exits %d\n", code)
+	return code
 }
 
 func health(ctx context.Context) error {
