@@ -18,18 +18,24 @@ if docker compose version >/dev/null 2>&1; then
 fi
 
 echo "docker-compose: building Compose $version from $module (once; this takes a few minutes)"
-dir=$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-if [ -z "$dir" ] || [ ! -d "$dir" ]; then
-  echo "docker-compose: go mod download $module@$version gave no module directory" >&2
-  exit 1
-fi
 mkdir -p "$plugins"
 tmp=$(mktemp "$plugins/.docker-compose.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
+log=$(mktemp)
+trap 'rm -f "$tmp" "$log"' EXIT
+dir=$(go mod download -json "$module@$version" 2>"$log" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+  echo "docker-compose: go mod download $module@$version gave no module directory:" >&2
+  cat "$log" >&2
+  exit 1
+fi
 # GOFLAGS from the caller (e.g. -race) must not leak into this build; the
 # module's own go.sum pins its dependencies.
-(cd "$dir" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build -trimpath \
-  -ldflags "-s -w -X $module/internal.Version=$version" -o "$tmp" ./cmd)
+if ! (cd "$dir" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build -trimpath \
+  -ldflags "-s -w -X $module/internal.Version=$version" -o "$tmp" ./cmd) >"$log" 2>&1; then
+  echo "docker-compose: building Compose failed:" >&2
+  cat "$log" >&2
+  exit 1
+fi
 chmod 0755 "$tmp"
 mv "$tmp" "$plugins/docker-compose"
 trap - EXIT

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The test command: vet, the whole suite with the race detector against a
-# real Docker Engine (including the runtime image, built here from a binary
-# built on the host), the deploy files checked by their real loaders, and a
-# short fuzz run of the webhook payload parser.
+# real Docker Engine and the real Compose CLI (including the runtime image,
+# built here from a binary built on the host), the deploy files checked by
+# their real loaders, and a short fuzz run of the webhook payload parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/docker-engine.sh
+./scripts/docker-compose.sh
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
 HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m ./...
