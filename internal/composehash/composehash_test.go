@@ -3,6 +3,7 @@ package composehash
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,5 +83,21 @@ func TestLoadUnreadable(t *testing.T) {
 	_, err := Load(context.Background(), Project{Name: "p", WorkingDir: "/nonexistent", ConfigFiles: []string{"/nonexistent/compose.yml"}})
 	if !errors.Is(err, ErrUnreadable) {
 		t.Errorf("Load(missing file) error = %v, want ErrUnreadable", err)
+	}
+}
+
+func TestRouteLogs(t *testing.T) {
+	var buf strings.Builder
+	RouteLogs(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	dir := t.TempDir()
+	f := filepath.Join(dir, "compose.yml")
+	if err := os.WriteFile(f, []byte("version: \"3\"\nservices:\n  a:\n    image: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(context.Background(), Project{Name: "p", WorkingDir: dir, ConfigFiles: []string{f}}); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got := buf.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "obsolete") {
+		t.Errorf("hookd's log = %q, want compose-go's warning about `version` at debug level", got)
 	}
 }
