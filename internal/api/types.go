@@ -51,6 +51,24 @@ type Job struct {
 	FinishedAt     time.Time          `json:"finished_at,omitzero"`
 	// DurationSeconds is FinishedAt - StartedAt once both are known.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	// Failed describes the new version that failed its gate: hookd
+	// removed its container, so this is what tells why.
+	Failed *FailedVersion `json:"failed,omitempty"`
+	// Notes are facts recorded on the job for people to read (hooks that
+	// ran, dependents restarted).
+	Notes []string `json:"notes,omitempty"`
+}
+
+// FailedVersion is what is kept of a new version that failed its gate.
+type FailedVersion struct {
+	// Container is the name it ran under.
+	Container string `json:"container,omitempty"`
+	// ExitCode is set when it exited or could not start.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Health is the output of its last health check.
+	Health string `json:"health_output,omitempty"`
+	// Logs are its last log lines, oldest first.
+	Logs []string `json:"logs,omitempty"`
 }
 
 // Target is a container or service hookd deploys.
@@ -120,6 +138,10 @@ func jobView(j deploy.Job) Job {
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		v.DurationSeconds = j.FinishedAt.Sub(j.StartedAt).Seconds()
 	}
+	if f := j.Failed; f != nil {
+		v.Failed = &FailedVersion{Container: f.Container, ExitCode: f.ExitCode, Health: f.Health, Logs: f.Logs}
+	}
+	v.Notes = j.Notes
 	return v
 }
 
