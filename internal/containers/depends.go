@@ -2,7 +2,6 @@ package containers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -127,9 +126,15 @@ func (g *graph) dependents(name string) []string {
 	return out
 }
 
-// errDependencies marks a deploy refused for its dependencies (a cycle, a
+// dependencyError refuses a deploy for its dependencies (a cycle, a
 // missing one, a container that would be cut off): nothing was touched.
-var errDependencies = errors.New("dependencies")
+type dependencyError struct{ msg string }
+
+func (e *dependencyError) Error() string { return e.msg }
+
+func refuseDeps(format string, a ...any) error {
+	return &dependencyError{msg: fmt.Sprintf(format, a...)}
+}
 
 // check returns why target cannot be deployed for its dependencies: a
 // dependency (of the target, or of a dependent it would restart) that has
@@ -149,7 +154,7 @@ func (g *graph) check(target string) error {
 		case active:
 			i := slices.Index(path, n)
 			cycle := append(slices.Clone(path[i:]), n)
-			return fmt.Errorf("%w: the dependencies of %s form a cycle: %s", errDependencies, target, strings.Join(cycle, " → "))
+			return refuseDeps("the dependencies of %s form a cycle: %s", target, strings.Join(cycle, " → "))
 		case done:
 			return nil
 		}
@@ -157,7 +162,7 @@ func (g *graph) check(target string) error {
 		path = append(path, n)
 		for _, e := range g.deps[n] {
 			if e.to == "" {
-				return fmt.Errorf("%w: %s depends on %s, which has no container", errDependencies, n, e.what)
+				return refuseDeps("%s depends on %s, which has no container", n, e.what)
 			}
 			if err := visit(e.to); err != nil {
 				return err
@@ -213,7 +218,7 @@ type relations struct {
 }
 
 // related finds what a deploy of cur must do to the containers that depend
-// on it, and refuses (errDependencies) a deploy whose dependencies form a
+// on it, and refuses (a *dependencyError) a deploy whose dependencies form a
 // cycle or name a container that does not exist, or that would cut off a
 // container sharing cur's namespace which hookd may not recreate.
 func (r *Recreate) related(ctx context.Context, cur containerInspect) (relations, error) {
@@ -250,9 +255,9 @@ func (r *Recreate) related(ctx context.Context, cur containerInspect) (relations
 		allowed := deploy.Eligible(n, c.Config.Labels) && r.cfg.Scope.Contains(c.Config.Labels)
 		switch {
 		case joins && !allowed:
-			return relations{}, fmt.Errorf("%w: container %q shares the namespace of %q: recreating %q would cut it off, and hookd "+
+			return relations{}, refuseDeps("container %q shares the namespace of %q: recreating %q would cut it off, and hookd "+
 				"only recreates containers labelled %s=true; label it (or redeploy both, e.g. docker compose up -d)",
-				errDependencies, n, name, name, deploy.LabelEnable)
+				n, name, name, deploy.LabelEnable)
 		case joins && !c.State.Running:
 			rel.notes = append(rel.notes, fmt.Sprintf("%s shares %s's namespace but is not running: not recreated (docker compose up -d recreates it)", n, name))
 		case joins:

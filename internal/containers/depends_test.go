@@ -70,8 +70,8 @@ func TestGraphCheck(t *testing.T) {
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("check(%s) = %v, want nil", tt.target, err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, errDependencies)):
-				t.Errorf("check(%s) = %v, want an errDependencies containing %q", tt.target, err, tt.wantErr)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.As(err, new(*dependencyError))):
+				t.Errorf("check(%s) = %v, want a *dependencyError containing %q", tt.target, err, tt.wantErr)
 			}
 		})
 	}

@@ -169,7 +169,7 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 		return strategy.Outcome{Status: deploy.StatusUpToDate}
 	}
 	if rr.err != nil {
-		if errors.Is(rr.err, errDependencies) {
+		if _, ok := errors.AsType[*dependencyError](rr.err); ok {
 			return strategy.Refused(rr.err)
 		}
 		return run.Interrupted(strategy.Failed(rr.err))
