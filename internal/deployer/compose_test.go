@@ -493,3 +493,58 @@ volumes:
 	composeRoundTrip(ctx, t, cli, c, "pre-update hooks failed and passed", services...)
 	composeDown(ctx, t, cli, c)
 }
+
+// TestIntegrationComposeDependentFails: the new database passes its own
+// gate, but the app that asked to be restarted with it (restart: true)
+// does not come back healthy: hookd rolls the database back, restarts the
+// app against the old one, and records the app's failure.
+func TestIntegrationComposeDependentFails(t *testing.T) {
+	ctx := testContext(t, 6*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	reg.PushApp(ctx, t, "hookd/cdb", "latest", dockertest.App{Version: "db1"})
+	reg.PushApp(ctx, t, "hookd/capp", "latest", dockertest.App{Version: "app1"})
+	c := dockertest.NewCompose(t, `
+services:
+  db:
+    image: `+reg.Ref("hookd/cdb", "latest")+`
+    labels: `+composeLabels+`
+  app:
+    image: `+reg.Ref("hookd/capp", "latest")+`
+    environment: ["TESTAPP_NEEDS=http://db:8080/=db1"]
+    depends_on:
+      db: {condition: service_healthy, restart: true}
+    labels: `+composeLabels+`
+`+composeNetwork)
+	composeUp(ctx, t, c)
+	db, app := c.Container("db"), c.Container("app")
+	d := startDeployer(ctx, t, cli, rig{HealthTimeout: 5 * time.Second})
+	waitTarget(ctx, t, d.Deployer, db)
+	oldDB := inspect(ctx, t, cli, db)
+	oldTag, err := cli.ImageInspect(ctx, reg.Ref("hookd/cdb", "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	reg.PushApp(ctx, t, "hookd/cdb", "latest", dockertest.App{Version: "db2"})
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Repository: reg.Host + "/hookd/cdb", Trigger: deploy.TriggerWebhook})
+	t.Logf("db job: %s %q, reason %s, detail %q, failed version %s, notes %q", j.Status, j.Error, j.RollbackReason, j.RollbackDetail, describeFailed(j.Failed), j.Notes)
+	if j.Status != deploy.StatusRolledBack || j.RollbackReason != deploy.ReasonDependent || !strings.Contains(j.RollbackDetail, app) {
+		t.Fatalf("db deploy = %s, %s %q, want rolled_back for %s", j.Status, j.RollbackReason, j.RollbackDetail, deploy.ReasonDependent)
+	}
+	if f := j.Failed; f == nil || f.Container != app || !strings.Contains(f.Health, "to answer db1") {
+		t.Errorf("job.Failed = %s, want app's failed health check", describeFailed(j.Failed))
+	}
+	if got := inspect(ctx, t, cli, db); got.ID != oldDB.ID || !got.State.Running {
+		t.Errorf("db = %s, want the old container %s running again", got.ID[:12], oldDB.ID[:12])
+	}
+	if img, _ := cli.ImageInspect(ctx, reg.Ref("hookd/cdb", "latest")); img.ID != oldTag.ID {
+		t.Errorf("the local tag names %s after the rollback, want db1's image %s", img.ID, oldTag.ID)
+	}
+	dockertest.WaitFor(t, 30*time.Second, "app healthy again against the old db", func() (bool, string) {
+		c := inspect(ctx, t, cli, app)
+		return c.State.Health != nil && c.State.Health.Status == container.Healthy, fmt.Sprintf("%+v", c.State.Health)
+	})
+	composeRoundTrip(ctx, t, cli, c, "a dependent failed its gate", "db", "app")
+	composeDown(ctx, t, cli, c)
+}

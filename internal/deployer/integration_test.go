@@ -972,3 +972,65 @@ func TestIntegrationPruneImages(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationDependsOnLabel: outside Compose, hookd.depends-on gives
+// the same as depends_on with restart: true; a dependency that does not
+// exist, or a cycle, refuses the deploy before anything is touched.
+func TestIntegrationDependsOnLabel(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/dependson"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	run := func(name string, labels map[string]string) (string, string) {
+		return dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{Image: reg.Ref(repo, "latest"), Name: name, Labels: enabled(labels)})
+	}
+	_, api := run("api", nil)
+	webID, web := run("web", map[string]string{deploy.LabelDependsOn: api})
+	loneID, lone := run("lone", map[string]string{deploy.LabelDependsOn: "no-such-container"})
+	// Two containers naming each other: their names must be known first.
+	lv := dockertest.LabelValue(t)
+	a, b := "cyca-"+lv[:8]+lv[len(lv)-6:], "cycb-"+lv[:8]+lv[len(lv)-6:]
+	var bID string
+	for _, c := range []struct{ name, dep string }{{a, b}, {b, a}} {
+		created, err := cli.ContainerCreate(ctx, &container.Config{Image: reg.Ref(repo, "latest"),
+			Labels: dockertest.Labels(t, enabled(map[string]string{deploy.LabelDependsOn: c.dep}))}, nil, nil, nil, c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		bID = created.ID // the last one is b
+	}
+	d := startDeployer(ctx, t, cli, rig{})
+	for _, n := range []string{api, web, lone, a, b} {
+		waitTarget(ctx, t, d.Deployer, n)
+	}
+	if got := waitTarget(ctx, t, d.Deployer, web).DependsOn; !slices.Equal(got, []string{api}) {
+		t.Errorf("target %s depends on %v, want [%s]", web, got, api)
+	}
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	startedWeb := inspect(ctx, t, cli, web).State.StartedAt
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: api})
+	if j.Status != deploy.StatusSucceeded {
+		t.Fatalf("api deploy = %s %q, want succeeded", j.Status, j.Error)
+	}
+	if c := inspect(ctx, t, cli, web); c.ID != webID || c.State.StartedAt == startedWeb || !c.State.Running {
+		t.Errorf("web = %s started %s (was %s), want the same container restarted", c.ID[:12], c.State.StartedAt, startedWeb)
+	}
+
+	for _, tt := range []struct{ target, id, want string }{
+		{lone, loneID, "depends on no-such-container (hookd.depends-on), which has no container"},
+		{b, bID, "form a cycle"},
+	} {
+		j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: tt.target})
+		if j.Status != deploy.StatusRefused || !strings.Contains(j.Error, tt.want) {
+			t.Errorf("deploy %s = %s %q, want refused with %q", tt.target, j.Status, j.Error, tt.want)
+		}
+		if c := inspect(ctx, t, cli, tt.target); c.ID != tt.id || !c.State.Running {
+			t.Errorf("%s = %s running %v, want untouched", tt.target, c.ID[:12], c.State.Running)
+		}
+	}
+}

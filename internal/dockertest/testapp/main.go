@@ -11,6 +11,8 @@
 //
 // TESTAPP_PORT moves both to another port, for containers that share a
 // network namespace (network_mode host or container:NAME).
+// TESTAPP_NEEDS=URL=VERSION makes the healthcheck fail unless GET URL
+// answers VERSION: an app that a new version of its database breaks.
 // Its behaviour is steered by files in the image, so that one binary serves
 // every variant: /version (what GET / answers), /crash (exit 3 ~300ms after
 // start), /slowstart (a Go duration: not ready before it has passed) and
@@ -218,6 +220,15 @@ func health(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
+	if needs := os.Getenv("TESTAPP_NEEDS"); needs != "" {
+		i := strings.LastIndex(needs, "=")
+		if i < 0 {
+			return fmt.Errorf("TESTAPP_NEEDS=%q: want URL=VERSION", needs)
+		}
+		if got, err := get(ctx, needs[:i]); err != nil || got != needs[i+1:] {
+			return fmt.Errorf("needs %s to answer %s, got %q (%v)", needs[:i], needs[i+1:], got, err)
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port()+"/healthz", nil)
 	if err != nil {
 		return err
@@ -232,6 +243,24 @@ func health(ctx context.Context) error {
 		return fmt.Errorf("healthz answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// get returns the trimmed body GET url answers with 200.
+func get(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFileBody))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return strings.TrimSpace(string(b)), err
 }
 
 func readTrimmed(path string) string {
