@@ -234,7 +234,7 @@ func (r *Recreate) Reconcile(ctx context.Context, jr strategy.Journal, settle fu
 		var dir direction
 		var err error
 		if st.Parent != "" {
-			dir, err = r.recoverJoiner(ctx, st, dirs[st.Parent], log)
+			dir, err = r.recoverJoiner(ctx, jr, st, byName[st.Parent], dirs[st.Parent], log)
 		} else {
 			dir, err = r.recover(ctx, name, st)
 		}
@@ -286,17 +286,16 @@ func (dir direction) String() string {
 }
 
 // recoverJoiner settles a container that shares the namespace of the
-// target st.Parent, whose swap went parent: forward, a recreated joiner is
-// kept; back, it is swapped back, and one still in the namespace the old
-// container had before it was stopped is restarted to join its new one.
-func (r *Recreate) recoverJoiner(ctx context.Context, st deploy.Step, parent direction, log *slog.Logger) (direction, error) {
+// target st.Parent, whose swap (parentStep) went parent: forward, a
+// recreated joiner is kept, one not recreated yet is recreated now; back,
+// it is swapped back, and one still in the namespace the old container had
+// before it was stopped is restarted to join its new one.
+func (r *Recreate) recoverJoiner(ctx context.Context, jr strategy.Journal, st, parentStep deploy.Step, parent direction, log *slog.Logger) (direction, error) {
 	name := st.Target
 	switch parent {
 	case dirForward:
 		if st.NewID == "" {
-			log.Error("container shares the namespace of a replaced container but was not recreated to join it; "+
-				"recreate it (docker compose up -d)", "parent", st.Parent)
-			return dirNone, nil
+			return r.rejoinAtStartup(ctx, jr, st, parentStep, log)
 		}
 		st.Phase = PhaseCleanup
 		return r.recover(ctx, name, st)
@@ -320,4 +319,38 @@ func (r *Recreate) recoverJoiner(ctx context.Context, st deploy.Step, parent dir
 		return dirNone, nil // never touched
 	}
 	return r.recover(ctx, name, st)
+}
+
+// rejoinAtStartup recreates a joiner that a crash left in the namespace of
+// a container the parent's finished swap removed, to join the parent's
+// new container, ungated.
+func (r *Recreate) rejoinAtStartup(ctx context.Context, jr strategy.Journal, st, parentStep deploy.Step, log *slog.Logger) (direction, error) {
+	newT, err := r.findNamed(ctx, st.Parent)
+	if err != nil || newT == nil {
+		return dirNone, err
+	}
+	d, err := r.findID(ctx, st.OldID)
+	if err != nil || d == nil {
+		return dirNone, err
+	}
+	if d.HostConfig == nil || !joinsNamespace(d.HostConfig, parentStep.OldID, st.Parent) || joinsNamespace(d.HostConfig, newT.ID, "") {
+		return dirNone, nil // not joined to the old container (any more)
+	}
+	list, err := r.docker.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return dirNone, fmt.Errorf("list containers: %w", err)
+	}
+	// The old container is gone; what rejoinOne reads of it is its id
+	// and what it shares with its replacement (name, labels).
+	base := *newT.ContainerJSONBase // ID lives behind this pointer
+	oldT := *newT
+	oldT.ContainerJSONBase = &base
+	oldT.ID = parentStep.OldID
+	run := &strategy.Run{Job: &deploy.Job{ID: st.JobID, Target: st.Parent}, Log: log, Life: ctx, Journal: jr}
+	jd, v := r.rejoinOne(ctx, ctx, run, oldT, *newT, *d, newGraph(list), false, log)
+	if v.reason != "" {
+		return dirNone, fmt.Errorf("recreate %s to join %s: %s", st.Target, st.Parent, v.detail)
+	}
+	r.finishJoiners(ctx, run, []joinedDep{jd}, log)
+	return dirForward, nil
 }
