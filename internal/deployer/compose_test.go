@@ -444,6 +444,8 @@ volumes:
 	}
 	before := composeStarts(ctx, t, cli, c, services)
 
+	events, unsubscribe := d.Subscribe("compose-hooks-test", 1024)
+	defer unsubscribe()
 	var jobs []deploy.Job
 	for _, s := range services {
 		reg.PushApp(ctx, t, "hookd/chook-"+s, "latest", dockertest.App{Version: "v2"})
@@ -465,6 +467,24 @@ volumes:
 		t.Logf("%s: %s, error %q, notes %q", j.Target, j.Status, j.Error, j.Notes)
 	}
 	after := composeStarts(ctx, t, cli, c, services)
+	hooksStage := map[string]int{} // target → running_hooks events
+	for drained := false; !drained; {
+		select {
+		case e := <-events:
+			if e.Kind == string(deploy.StageHooks) {
+				hooksStage[e.Job.Target]++
+			}
+		default:
+			drained = true
+		}
+	}
+	// pre-update, then post-update once the gate passed; a failing
+	// pre-update hook ends the job there.
+	for s, want := range map[string]int{"good": 2, "tower": 2, "bad": 1, "slow": 1} {
+		if got := hooksStage[c.Container(s)]; got != want {
+			t.Errorf("%s: %d running_hooks events, want %d", s, got, want)
+		}
+	}
 
 	// The hook's stdout and stderr lines may come in either order.
 	if j := got["bad"]; j.Status != deploy.StatusFailed || !strings.Contains(j.Error, "(hookd.pre-update) exited 3: ") ||
