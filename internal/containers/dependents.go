@@ -101,6 +101,10 @@ func (r *Recreate) afterGate(ctx, sctx context.Context, run *strategy.Run, oldT,
 	}
 	for _, d := range rel.restart {
 		name := strings.TrimPrefix(d.Name, "/")
+		if followsSameTag(d, run.Job) {
+			run.Job.Notes = append(run.Job.Notes, name+" follows the same image: its own job of this push deploys it, after "+run.Job.Target)
+			continue
+		}
 		done.restarted = append(done.restarted, d)
 		if v := r.restartGated(ctx, sctx, d, true); v.reason != "" {
 			return fail(name, d.ID, v)
@@ -109,6 +113,19 @@ func (r *Recreate) afterGate(ctx, sctx context.Context, run *strategy.Run, oldT,
 		run.Job.Notes = append(run.Job.Notes, "restarted "+name+", which depends on "+run.Job.Target)
 	}
 	return done
+}
+
+// followsSameTag reports whether the dependent c follows the image the
+// job deploys, and the job's request named that image (a push, a poll,
+// `hookd deploy --image`), not one target: then c is a target of the same
+// request, queued after the job, and its own deploy restarts it;
+// restarting it first would be a restart for nothing.
+func followsSameTag(c containerInspect, j *deploy.Job) bool {
+	if j.Request.Repository == "" || !deploy.Eligible(strings.TrimPrefix(c.Name, "/"), c.Config.Labels) {
+		return false
+	}
+	ref, err := deploy.ParseRef(c.Config.Image)
+	return err == nil && ref.Digest == "" && ref.Repository()+":"+ref.Tag == j.Image
 }
 
 // subscribeDie subscribes to id's container events from since on.

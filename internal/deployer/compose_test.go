@@ -239,6 +239,10 @@ services:
 	if done[1].StartedAt.Before(done[0].FinishedAt) {
 		t.Errorf("%s started at %s, before %s finished at %s", done[1].Target, done[1].StartedAt, done[0].Target, done[0].FinishedAt)
 	}
+	// api is not restarted by store's deploy: its own deploy follows.
+	if !slices.ContainsFunc(done[0].Notes, func(n string) bool { return strings.Contains(n, c.Container("api")+" follows the same image") }) {
+		t.Errorf("store's job notes = %q, want one saying api's own job deploys it", done[0].Notes)
+	}
 	for _, s := range []string{"store", "api"} {
 		img, err := cli.ImageInspect(ctx, reg.Ref("hookd/cstack", "latest"))
 		if ci := inspect(ctx, t, cli, c.Container(s)); err != nil || ci.Image != img.ID {
