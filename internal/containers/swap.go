@@ -193,13 +193,13 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 		if err := r.moveTag(sctx, sp.Tag, sp.ImageID, sp.PrevImageID); err != nil {
 			log.Error("moving the local tag to the new image failed", "err", err)
 		}
+		r.finishJoiners(sctx, run, dep.joined, log)
 		if err := r.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
 			// Keep the journal: a restart must finish this swap, not undo it.
 			log.Error("remove old container failed", "container", name+deploy.SuffixOld, "err", err)
-			return strategy.Outcome{Status: deploy.StatusSucceeded}
+		} else {
+			r.deleteStep(sctx, run.Journal, name, log)
 		}
-		r.finishJoiners(sctx, run, dep.joined, log)
-		r.deleteStep(sctx, run.Journal, name, log)
 		r.postUpdates(sctx, run, newC, dep.joined)
 		return strategy.Outcome{Status: deploy.StatusSucceeded}
 	}
