@@ -101,8 +101,11 @@ func NewRecreate(docker Docker, cfg Config) *Recreate {
 	return &Recreate{docker: docker, cfg: cfg, log: cfg.Logger}
 }
 
-// Deploy does the work of one job: checks, pull, up-to-date check, the
-// deployer's policy, swap, health gate, and rollback or clean-up.
+// Deploy does the work of one job: checks, the containers related to the
+// target (a cycle or a missing dependency is refused), the tag resolved
+// and its digest pulled, up-to-date check, the deployer's policy,
+// pre-update hooks, swap, health gate, the dependents, and rollback or
+// clean-up (the local tag moved, post-update hooks).
 func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outcome {
 	j := run.Job
 	log := run.Log
@@ -211,7 +214,7 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 	keepComposeTrue(sp.Config.Labels, r.composeImageID(ctx, cur.Config.Labels[composeImage], cur.Image, newImg))
 
 	if err := preUpdate(ctx, r.docker, run, append([]containerInspect{cur}, rel.joiners...)...); err != nil {
-		return strategy.Failed(err)
+		return run.Interrupted(strategy.Failed(err))
 	}
 	out := r.swap(ctx, run, cur, sp, rel, log)
 	// Services are not pruned, nor anything after a failure: the previous
