@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: vet, the whole suite with the race detector against a
-# real Docker Engine (including the runtime image, built here from a binary
-# built on the host), a real chromium for the status page and Debian's Caddy
-# in front of the start-first tests, the deploy files checked by their real
-# loaders, and a short fuzz run of the webhook payload parser.
+# real Docker Engine and the real Compose CLI (including the runtime image,
+# built here from a binary built on the host), a real chromium for the status
+# page and Debian's Caddy in front of the start-first tests, the deploy files
+# checked by their real loaders, and a short fuzz run of the webhook payload
+# parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ while IFS= read -r line; do export "$line"; done <<<"$browser_env"
 artifacts=${HOOKD_TEST_ARTIFACTS:-${TMPDIR:-/tmp}/hookd-test-artifacts}
 mkdir -p "$artifacts"
 ./scripts/caddy.sh
+./scripts/docker-compose.sh
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
 # The engine-restart tests restart the engine they are given: never the

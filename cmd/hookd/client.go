@@ -187,6 +187,36 @@ func printDeployJobs(w io.Writer, jobs []api.Job, final bool) {
 			fmt.Fprintf(w, "%s: %s\n", j.Target, n)
 		}
 	}
+	printFailedVersions(w, jobs)
+}
+
+// printFailedVersions prints, for each job whose new version failed its
+// gate, what is kept of it: hookd removed its container.
+func printFailedVersions(w io.Writer, jobs []api.Job) {
+	for _, j := range jobs {
+		f := j.Failed
+		if f == nil {
+			continue
+		}
+		name := f.Container
+		if name == "" {
+			name = j.Target
+		}
+		head := fmt.Sprintf("\nfailed version of %s (job %s, %s)", name, j.ID, orDash(shortDigest(j.DigestAfter)))
+		if f.ExitCode != nil {
+			head += fmt.Sprintf(": exit code %d", *f.ExitCode)
+		}
+		fmt.Fprintln(w, head)
+		if f.Health != "" {
+			fmt.Fprintf(w, "  last health check: %s\n", oneLine(f.Health, 200))
+		}
+		if len(f.Logs) > 0 {
+			fmt.Fprintln(w, "  last log lines:")
+			for _, l := range f.Logs {
+				fmt.Fprintf(w, "    %s\n", l)
+			}
+		}
+	}
 }
 
 // deployOutcome returns an error wrapping errDeployFailed when a job failed,
@@ -290,6 +320,7 @@ func printJobs(w io.Writer, jobs []api.Job, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Target, orDash(string(j.Trigger)), j.Status, age, orDash(oneLine(jobProblem(j), 80)))
 	}
 	tw.Flush()
+	printFailedVersions(w, jobs)
 }
 
 // jobProblem says what went wrong in a job, or "".

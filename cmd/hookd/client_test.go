@@ -208,9 +208,14 @@ func statusFixture(now time.Time) ([]api.Target, []api.Job) {
 		Image: "ghcr.io/o/web:latest", RollbackReason: "exited", RollbackDetail: "exit code 1",
 		CreatedAt: now.Add(-3 * time.Minute), StartedAt: now.Add(-3*time.Minute + time.Second),
 		FinishedAt: now.Add(-3*time.Minute + 13500*time.Millisecond), DurationSeconds: 12.5,
+		DigestAfter: "sha256:fedcba9876543210" + strings.Repeat("0", 48),
+		Failed: &api.FailedVersion{Container: "web", ExitCode: ptrTo(1), Health: "curl: (7) Failed to connect",
+			Logs: []string{"starting web v2", "panic: no DATABASE_URL"}},
 	}}
 	return targets, jobs
 }
+
+func ptrTo[T any](v T) *T { return &v }
 
 func TestStatusTable(t *testing.T) {
 	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -242,6 +247,16 @@ func TestStatusTable(t *testing.T) {
 		if got := fieldsOf(tc.prefix); !slices.Equal(got, tc.want) {
 			t.Errorf("status line %q = %q, want %q", tc.prefix, got, tc.want)
 		}
+	}
+
+	// The failed version, whose container hookd removed, follows the table.
+	wantFailed := "\nfailed version of web (job job-1, fedcba987654): exit code 1\n" +
+		"  last health check: curl: (7) Failed to connect\n" +
+		"  last log lines:\n" +
+		"    starting web v2\n" +
+		"    panic: no DATABASE_URL\n"
+	if !strings.HasSuffix(out.String(), wantFailed) {
+		t.Errorf("status output ends %q, want %q", out.String()[max(0, out.Len()-len(wantFailed)-40):], wantFailed)
 	}
 
 	out.Reset()

@@ -108,7 +108,6 @@ func deliveryFor(t *testing.T, host, owner, name, tag, digest, commit string) []
 	if err := json.Unmarshal(packageEvent(t, host, owner, name, tag, digest), &doc); err != nil {
 		t.Fatal(err)
 	}
-	doc["repository"].(map[string]any)["full_name"] = owner + "/" + name
 	doc["package"].(map[string]any)["package_version"].(map[string]any)["target_oid"] = commit
 	out, err := json.Marshal(doc)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/composehash"
 	"github.com/and3rn3t/hookd/internal/containers"
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
@@ -98,6 +99,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // once every worker has returned, so never under a deploy step.
 func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.Writer) error {
 	logger := newLogger(cfg, logw)
+	composehash.RouteLogs(logger.With("component", "compose"))
 	dbPath := filepath.Join(cfg.StateDir, "hookd.db")
 	st, err := store.Open(dbPath, store.Options{Logger: logger.With("component", "store")})
 	if err != nil {

@@ -144,6 +144,8 @@ func packageEvent(t *testing.T, host, owner, name, tag, digest string) []byte {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
+	// The package's own repository built it, as in a real delivery.
+	doc["repository"].(map[string]any)["full_name"] = owner + "/" + name
 	pkg := doc["package"].(map[string]any)
 	pkg["namespace"] = owner
 	pkg["name"] = name

@@ -139,7 +139,7 @@ func (f *fakeDeployments) WaitJob(ctx context.Context, id string) (deploy.Job, e
 		}
 		j.Status = out.Status
 		j.Error, j.RollbackReason, j.RollbackDetail = out.Error, out.RollbackReason, out.RollbackDetail
-		j.Phases = out.Phases
+		j.Phases, j.Failed, j.Notes = out.Phases, out.Failed, out.Notes
 		j.StartedAt = j.CreatedAt.Add(time.Second)
 		j.FinishedAt = j.StartedAt.Add(12 * time.Second)
 		f.jobs[i] = j
@@ -500,6 +500,9 @@ func TestDeployWait(t *testing.T) {
 		RollbackReason: "unhealthy",
 		RollbackDetail: "curl: connection refused",
 		Phases:         map[string]float64{"pull": 3.5, "swap": 1.2, "health": 7},
+		Failed: &deploy.FailedVersion{Container: "web", ExitCode: new(int), Health: "curl: connection refused",
+			Logs: []string{"listening on :80", "db: connection refused"}},
+		Notes: []string{"pre-update hook of web (hookd.pre-update) exited 0: saved"},
 	}
 	h := newTestHandler(t, testConfig{}, f)
 	got := do(t, h, http.MethodPost, "/api/v1/deploy", `{"target":"web","wait":true,"timeout":"10s"}`, testToken, "")
@@ -515,6 +518,14 @@ func TestDeployWait(t *testing.T) {
 		j.RollbackDetail != "curl: connection refused" || j.Phases["health"] != 7 ||
 		j.DurationSeconds != 12 || j.Trigger != deploy.TriggerManual || j.FinishedAt.IsZero() {
 		t.Errorf("job = %+v, want the final rolled back job with phases and timings", j)
+	}
+	if fv := j.Failed; fv == nil || fv.Container != "web" || fv.ExitCode == nil || *fv.ExitCode != 0 ||
+		fv.Health != "curl: connection refused" || len(fv.Logs) != 2 || fv.Logs[1] != "db: connection refused" ||
+		len(j.Notes) != 1 {
+		t.Errorf("job failed version, notes = %+v, %q, want the failed version (exit code 0 kept) and the note", j.Failed, j.Notes)
+	}
+	if !strings.Contains(got.body, `"failed":{"container":"web","exit_code":0,"health_output":"curl: connection refused","logs":[`) {
+		t.Errorf("body = %s, want the failed version as failed.container, exit_code, health_output, logs", got.body)
 	}
 }
 

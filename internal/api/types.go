@@ -52,11 +52,14 @@ type Job struct {
 	// DurationSeconds is FinishedAt - StartedAt once both are known.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
 	// Notes are facts recorded on the job for people to read: a verified
-	// signer, a warning, a restart that coalesced it into another job, the
-	// engine restarting during it.
+	// signer, a warning, hooks that ran, dependents restarted, a restart
+	// that coalesced it into another job, the engine restarting during it.
 	Notes []string `json:"notes,omitempty"`
 	// Verified is the signature checked before the deploy, when one was.
 	Verified *Verification `json:"verified,omitempty"`
+	// Failed describes the new version that failed its gate: hookd
+	// removed its container, so this is what tells why.
+	Failed *FailedVersion `json:"failed,omitempty"`
 }
 
 // Verification is who signed a deployed image and, for a CI workflow,
@@ -66,6 +69,18 @@ type Verification struct {
 	Issuer   string `json:"issuer"`
 	Commit   string `json:"commit,omitempty"`
 	Ref      string `json:"ref,omitempty"`
+}
+
+// FailedVersion is what is kept of a new version that failed its gate.
+type FailedVersion struct {
+	// Container is the name it ran under.
+	Container string `json:"container,omitempty"`
+	// ExitCode is set when it exited or could not start.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Health is the output of its last health check.
+	Health string `json:"health_output,omitempty"`
+	// Logs are its last log lines, oldest first.
+	Logs []string `json:"logs,omitempty"`
 }
 
 // Target is a container or service hookd deploys.
@@ -142,6 +157,9 @@ func jobView(j deploy.Job) Job {
 	v.Notes = j.Notes
 	if s := j.Verified; s.Identity != "" {
 		v.Verified = &Verification{Identity: s.Identity, Issuer: s.Issuer, Commit: s.Commit, Ref: s.Ref}
+	}
+	if f := j.Failed; f != nil {
+		v.Failed = &FailedVersion{Container: f.Container, ExitCode: f.ExitCode, Health: f.Health, Logs: f.Logs}
 	}
 	return v
 }

@@ -34,11 +34,12 @@ type pullMessage struct {
 	} `json:"errorDetail"`
 }
 
-// pull pulls ref and reads the stream to its end: closing it early would
-// abort the pull. Registry errors in the stream (401, 404, 429, …) become the
-// returned error.
-func (r *Recreate) pull(ctx context.Context, ref deploy.ImageRef, log *slog.Logger) error {
-	s := ref.Repository() + ":" + ref.Tag
+// pull pulls ref's repository at digest (never by tag: the local tag moves
+// only once the new version passed its gate) and reads the stream to its
+// end: closing it early would abort the pull. Registry errors in the stream
+// (401, 404, 429, …) become the returned error.
+func (r *Recreate) pull(ctx context.Context, ref deploy.ImageRef, digest string, log *slog.Logger) error {
+	s := ref.Repository() + "@" + digest
 	auth, err := registry.EncodedAuth(ctx, r.cfg.Keychain, ref.Registry)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", s, err)

@@ -3,6 +3,7 @@ package containers
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 
@@ -31,9 +32,13 @@ const (
 //     cleaning up after a passed gate, when the new container runs under the
 //     name and Docker reports it healthy, or when the old one is gone.
 //   - Back in every other case: a replacement that never passed its gate is
-//     not trusted. The new container is removed (kept as <name>.hookd-failed
-//     when the journal says a rollback was under way), the old one renamed
-//     back and started. The job, if any, runs again after a restart.
+//     not trusted. The new container is stopped and removed (what the job
+//     needs of it was recorded before the rollback began: a kept container
+//     would carry the service's Compose labels, and Compose would take it
+//     for the service's), the old one renamed back and started. The job,
+//     if any, runs again after a restart.
+//
+// The local tag follows: it names the new image forward, the old one back.
 //
 // Only containers labelled hookd.enable=true are ever touched.
 func (r *Recreate) recover(ctx context.Context, name string, st deploy.Step) (direction, error) {
@@ -91,17 +96,19 @@ func (r *Recreate) recover(ctx context.Context, name string, st deploy.Step) (di
 				return dirForward, fmt.Errorf("remove old container: %w", err)
 			}
 		}
+		if err := r.moveTag(ctx, st.Tag, st.NewImage, st.OldImage); err != nil {
+			return dirForward, err
+		}
 		return dirForward, r.bringUp(ctx, newC, name)
 	}
 
 	if newC != nil {
-		if st.Phase == PhaseRollback {
-			if err := r.keepFailed(ctx, newC, name); err != nil {
-				return dirBack, err
-			}
-		} else if err := r.docker.ContainerRemove(ctx, newC.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-			return dirBack, fmt.Errorf("remove new container: %w", err)
+		if err := r.discardFailed(ctx, newC); err != nil {
+			return dirBack, err
 		}
+	}
+	if err := r.moveTag(ctx, st.Tag, st.OldImage, st.NewImage); err != nil {
+		return dirBack, err
 	}
 	return dirBack, r.bringUp(ctx, oldC, name)
 }
@@ -121,32 +128,16 @@ func (r *Recreate) bringUp(ctx context.Context, c *containerInspect, name string
 	return nil
 }
 
-// keepFailed stops a replacement that failed its gate and keeps it as
-// <name>.hookd-failed for `docker logs`, replacing an older one. Its restart
-// policy is cleared so that a daemon restart does not bring it back.
-func (r *Recreate) keepFailed(ctx context.Context, c *containerInspect, name string) error {
+// discardFailed stops a replacement that did not pass its gate (with its
+// grace, so that it can shut down cleanly) and removes it: nothing is left
+// that Compose would take for the service. Its volumes stay: the old
+// container's are passed to it by name.
+func (r *Recreate) discardFailed(ctx context.Context, c *containerInspect) error {
 	if err := r.docker.ContainerStop(ctx, c.ID, container.StopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("stop failed container: %w", err)
+		return fmt.Errorf("stop new container: %w", err)
 	}
-	failed := name + deploy.SuffixFailed
-	if strings.TrimPrefix(c.Name, "/") != failed {
-		older, err := r.findNamed(ctx, failed)
-		if err != nil {
-			return err
-		}
-		if older != nil && older.ID != c.ID {
-			if err := r.docker.ContainerRemove(ctx, older.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-				return fmt.Errorf("remove older %s: %w", failed, err)
-			}
-		}
-		if err := r.docker.ContainerRename(ctx, c.ID, failed); err != nil {
-			return fmt.Errorf("rename failed container to %s: %w", failed, err)
-		}
-	}
-	if _, err := r.docker.ContainerUpdate(ctx, c.ID, container.UpdateConfig{
-		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-	}); err != nil {
-		r.log.Warn("clear restart policy of failed container failed", "container", failed, "err", err)
+	if err := r.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove new container: %w", err)
 	}
 	return nil
 }
@@ -208,6 +199,12 @@ func (r *Recreate) Reconcile(ctx context.Context, jr strategy.Journal, settle fu
 	for _, c := range list {
 		for _, n := range c.Names {
 			n = strings.TrimPrefix(n, "/")
+			if strings.HasSuffix(n, deploy.SuffixFailed) && c.Labels[composeProject] != "" && c.State != container.StateRunning {
+				// Kept by an earlier hookd: Compose takes it for the service's.
+				if err := r.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err == nil {
+					r.log.Info("removed a failed version kept by an earlier hookd", "container", n)
+				}
+			}
 			for _, suffix := range []string{deploy.SuffixNew, deploy.SuffixOld} {
 				if base, ok := strings.CutSuffix(n, suffix); ok {
 					if _, seen := byName[base]; !seen {
@@ -221,14 +218,30 @@ func (r *Recreate) Reconcile(ctx context.Context, jr strategy.Journal, settle fu
 	for n := range byName {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	// Targets first, then the containers joined to them, which follow
+	// their target's way.
+	sort.Slice(names, func(a, b int) bool {
+		pa, pb := byName[names[a]].Parent != "", byName[names[b]].Parent != ""
+		if pa != pb {
+			return !pa
+		}
+		return names[a] < names[b]
+	})
+	dirs := map[string]direction{}
 	for _, name := range names {
 		st := byName[name]
 		if st.Strategy != "" {
 			continue // another strategy's entry: it reconciles its own (StartFirst.Reconcile)
 		}
 		log := r.log.With("target", name, "job_id", st.JobID, "phase", st.Phase)
-		dir, err := r.recover(ctx, name, st)
+		var dir direction
+		var err error
+		if st.Parent != "" {
+			dir, err = r.recoverJoiner(ctx, jr, st, byName[st.Parent], dirs[st.Parent], log)
+		} else {
+			dir, err = r.recover(ctx, name, st)
+		}
+		dirs[name] = dir
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -247,7 +260,7 @@ func (r *Recreate) Reconcile(ctx context.Context, jr strategy.Journal, settle fu
 		case st.Phase == PhaseRollback:
 			status = deploy.StatusRolledBack
 		}
-		if st.JobID != "" && status != "" {
+		if st.JobID != "" && status != "" && st.Parent == "" {
 			if err := settle(ctx, st, status); err != nil {
 				return err
 			}
@@ -273,4 +286,74 @@ func (dir direction) String() string {
 		return "back"
 	}
 	return "none"
+}
+
+// recoverJoiner settles a container that shares the namespace of the
+// target st.Parent, whose swap (parentStep) went parent: forward, a
+// recreated joiner is kept, one not recreated yet is recreated now; back,
+// it is swapped back, and one still in the namespace the old container had
+// before it was stopped is restarted to join its new one.
+func (r *Recreate) recoverJoiner(ctx context.Context, jr strategy.Journal, st, parentStep deploy.Step, parent direction, log *slog.Logger) (direction, error) {
+	name := st.Target
+	switch parent {
+	case dirForward:
+		if st.NewID == "" {
+			return r.rejoinAtStartup(ctx, jr, st, parentStep, log)
+		}
+		st.Phase = PhaseCleanup
+		return r.recover(ctx, name, st)
+	case dirBack:
+		stopped := st.Phase != PhaseJoin && st.Phase != PhaseCreate
+		st.Phase = PhaseRollback
+		dir, err := r.recover(ctx, name, st)
+		if err != nil || stopped {
+			return dir, err
+		}
+		c, err := r.findNamed(ctx, name)
+		if err != nil || c == nil {
+			return dir, err
+		}
+		if v := r.restartGated(ctx, ctx, *c, false); v.reason != "" {
+			return dir, fmt.Errorf("restart %s to join %s again: %s", name, st.Parent, v.detail)
+		}
+		return dirBack, nil
+	}
+	if st.Phase == PhaseJoin {
+		return dirNone, nil // never touched
+	}
+	return r.recover(ctx, name, st)
+}
+
+// rejoinAtStartup recreates a joiner that a crash left in the namespace of
+// a container the parent's finished swap removed, to join the parent's
+// new container, ungated.
+func (r *Recreate) rejoinAtStartup(ctx context.Context, jr strategy.Journal, st, parentStep deploy.Step, log *slog.Logger) (direction, error) {
+	newT, err := r.findNamed(ctx, st.Parent)
+	if err != nil || newT == nil {
+		return dirNone, err
+	}
+	d, err := r.findID(ctx, st.OldID)
+	if err != nil || d == nil {
+		return dirNone, err
+	}
+	if d.HostConfig == nil || !joinsNamespace(d.HostConfig, parentStep.OldID, st.Parent) || joinsNamespace(d.HostConfig, newT.ID, "") {
+		return dirNone, nil // not joined to the old container (any more)
+	}
+	list, err := r.docker.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return dirNone, fmt.Errorf("list containers: %w", err)
+	}
+	// The old container is gone; what rejoinOne reads of it is its id
+	// and what it shares with its replacement (name, labels).
+	base := *newT.ContainerJSONBase // ID lives behind this pointer
+	oldT := *newT
+	oldT.ContainerJSONBase = &base
+	oldT.ID = parentStep.OldID
+	run := &strategy.Run{Job: &deploy.Job{ID: st.JobID, Target: st.Parent}, Log: log, Life: ctx, Journal: jr}
+	jd, v := r.rejoinOne(ctx, ctx, run, oldT, *newT, *d, newGraph(list), false, log)
+	if v.reason != "" {
+		return dirNone, fmt.Errorf("recreate %s to join %s: %s", st.Target, st.Parent, v.detail)
+	}
+	r.finishJoiners(ctx, run, []joinedDep{jd}, log)
+	return dirForward, nil
 }

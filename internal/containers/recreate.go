@@ -10,6 +10,7 @@ package containers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,7 @@ import (
 // *client.Client satisfies it.
 type Docker interface {
 	Ping(ctx context.Context) (types.Ping, error)
+	deployDocker
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
@@ -109,8 +111,11 @@ func NewRecreate(docker Docker, cfg Config) *Recreate {
 	return &Recreate{docker: docker, cfg: cfg, log: cfg.Logger}
 }
 
-// Deploy does the work of one job: checks, pull, up-to-date check, the
-// deployer's policy, swap, health gate, and rollback or clean-up.
+// Deploy does the work of one job: checks, the containers related to the
+// target (a cycle or a missing dependency is refused), the tag resolved
+// and its digest pulled, up-to-date check, the deployer's policy,
+// pre-update hooks, swap, health gate, the dependents, and rollback or
+// clean-up (the local tag moved, post-update hooks).
 func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outcome {
 	j := run.Job
 	log := run.Log
@@ -156,27 +161,47 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 		return run.Interrupted(out)
 	}
 
-	// Finding containers that share cur's network namespace lists every
-	// container, which takes tens of milliseconds on a busy engine: ask
-	// while the pull runs rather than before it.
-	shared := make(chan error, 1)
-	go func() { shared <- r.sharedNamespace(ctx, cur) }()
+	// Finding the containers related to cur lists every container, which
+	// takes tens of milliseconds on a busy engine: ask while the tag is
+	// resolved rather than before.
+	type relResult struct {
+		rel relations
+		err error
+	}
+	relc := make(chan relResult, 1)
+	go func() {
+		rel, err := r.related(ctx, cur)
+		relc <- relResult{rel, err}
+	}()
 	run.Stage(deploy.StagePulling)
 	t0 := time.Now()
-	err = r.pull(ctx, ref, log)
-	run.Phase("pull", t0)
-	sharedErr := <-shared
+	digest, err := r.resolve(ctx, ref)
+	rr := <-relc
 	if err != nil {
 		return run.Interrupted(strategy.Failed(err))
 	}
-	if sharedErr != nil {
-		return run.Interrupted(strategy.Failed(sharedErr))
+	if !j.Request.Force && oldImg != nil && deploy.HasDigest(oldImg.RepoDigests, ref, digest) {
+		j.DigestAfter = digest
+		return strategy.Outcome{Status: deploy.StatusUpToDate}
 	}
-	newImg, err := r.docker.ImageInspect(ctx, ref.Repository()+":"+ref.Tag)
+	if rr.err != nil {
+		if _, ok := errors.AsType[*dependencyError](rr.err); ok {
+			return strategy.Refused(rr.err)
+		}
+		return run.Interrupted(strategy.Failed(rr.err))
+	}
+	rel := rr.rel
+	j.Notes = append(j.Notes, rel.notes...)
+	err = r.pull(ctx, ref, digest, log)
+	run.Phase("pull", t0)
+	if err != nil {
+		return run.Interrupted(strategy.Failed(err))
+	}
+	newImg, err := r.docker.ImageInspect(ctx, ref.Repository()+"@"+digest)
 	if err != nil {
 		return run.Interrupted(strategy.Failed(fmt.Errorf("inspect pulled image %s: %w", j.Image, err)))
 	}
-	j.DigestAfter = deploy.RepoDigest(newImg.RepoDigests, ref, j.Request.Digest)
+	j.DigestAfter = digest
 	if created, err := time.Parse(time.RFC3339Nano, newImg.Created); err == nil {
 		j.ImageCreated = created.UTC()
 	}
@@ -198,11 +223,20 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 	if err != nil {
 		return strategy.Failed(err)
 	}
-	swap := r.swap
-	if r.replace != nil {
-		swap = r.replace
+	sp.Tag, sp.ImageID, sp.PrevImageID = ref.Repository()+":"+ref.Tag, newImg.ID, cur.Image
+	keepComposeTrue(sp.Config.Labels, r.composeImageID(ctx, cur.Config.Labels[composeImage], cur.Image, newImg))
+
+	if err := preUpdate(ctx, r.docker, run, append([]containerInspect{cur}, rel.joiners...)...); err != nil {
+		return run.Interrupted(strategy.Failed(err))
 	}
-	out := swap(ctx, run, cur, sp, log)
+	var out strategy.Outcome
+	if r.replace != nil {
+		// Start-first: it refuses shared namespaces (fit), so it has no
+		// joiners; dependents that asked to restart are not restarted by it.
+		out = r.replace(ctx, run, cur, sp, log)
+	} else {
+		out = r.swap(ctx, run, cur, sp, rel, log)
+	}
 	// Services are not pruned, nor anything after a failure: the previous
 	// image is the way back.
 	if out.Status == deploy.StatusSucceeded && r.cfg.PruneImages {
@@ -231,29 +265,6 @@ func (r *Recreate) refuse(cur containerInspect) error {
 	if cur.HostConfig.AutoRemove {
 		return fmt.Errorf("container %q was started with --rm (AutoRemove): stopping it would delete it and leave no way back; "+
 			"recreate it without --rm to let hookd deploy it", name)
-	}
-	return nil
-}
-
-// sharedNamespace returns an error naming a container that uses cur's
-// network namespace (network_mode container:NAME): recreating cur would cut
-// it off.
-func (r *Recreate) sharedNamespace(ctx context.Context, cur containerInspect) error {
-	name := strings.TrimPrefix(cur.Name, "/")
-	all, err := r.docker.ContainerList(ctx, container.ListOptions{All: true})
-	if err != nil {
-		return fmt.Errorf("list containers: %w", err)
-	}
-	for _, c := range all {
-		mode := c.HostConfig.NetworkMode
-		if mode == "container:"+cur.ID || mode == "container:"+name {
-			other := cur.ID
-			if len(c.Names) > 0 {
-				other = strings.TrimPrefix(c.Names[0], "/")
-			}
-			return fmt.Errorf("container %q shares the network namespace of %q (network_mode container:%s): "+
-				"recreating %q would cut it off; redeploy them together (e.g. docker compose up -d)", other, name, name, name)
-		}
 	}
 	return nil
 }

@@ -94,6 +94,11 @@ func (s *Source) Inspect(ctx context.Context, idOrName string) (deploy.Target, b
 	if img, err := s.docker.ImageInspect(ctx, c.Image); err == nil {
 		t.Digest = deploy.RepoDigest(img.RepoDigests, ref, "")
 	}
+	if deps, err := s.dependsOn(ctx, c); err == nil {
+		t.DependsOn = deps
+	} else {
+		s.rc.log.Warn("dependencies of target not known; deployed in name order", "target", t.Name, "err", err)
+	}
 	return t, true, nil
 }
 

@@ -24,6 +24,11 @@ type spec struct {
 	// Connect lists further networks to join after create and before start:
 	// engines before API 1.44 accept only one network at create.
 	Connect []netJoin
+	// Tag is the local tag Config.Image names ("repo:tag"), ImageID the
+	// image the replacement must run and PrevImageID the one the tag
+	// names until the replacement passed its gate (see createTagged).
+	// An empty Tag creates from Config.Image as it stands.
+	Tag, ImageID, PrevImageID string
 }
 
 type netJoin struct {

@@ -116,8 +116,22 @@ func (s *StartFirst) fit(ctx context.Context, cur containerInspect) error {
 			"(no host ports), or deploy it with the default recreate strategy (remove the label %s=%s)",
 			name, why, deploy.LabelStrategy, StartFirstName)
 	}
-	// Containers in its network namespace lose it when the old one stops.
-	return s.rc.sharedNamespace(ctx, cur)
+	// Containers in its namespaces must be recreated to join the new one,
+	// which only the recreate does.
+	rel, err := s.rc.related(ctx, cur)
+	if err != nil {
+		return err
+	}
+	if len(rel.joiners) > 0 {
+		names := make([]string, 0, len(rel.joiners))
+		for _, c := range rel.joiners {
+			names = append(names, strings.TrimPrefix(c.Name, "/"))
+		}
+		return fmt.Errorf("start-first cannot deploy %q: %s share its namespace and must be recreated with it; "+
+			"deploy it with the default recreate strategy (remove the label %s=%s)",
+			name, strings.Join(names, ", "), deploy.LabelStrategy, StartFirstName)
+	}
+	return nil
 }
 
 // publishedPorts lists the host port bindings: "8080/tcp → 127.0.0.1:80".
@@ -190,10 +204,13 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		return discard(err)
 	}
 	quiet := withoutAliases(sp)
-	created, err := s.docker.ContainerCreate(sctx, quiet.Config, quiet.HostConfig, quiet.Networking, nil, name+deploy.SuffixNew)
+	// Pulled by digest, the image is not yet under its tag: create from it
+	// with the tag pointed there for the create only (see createTagged).
+	createdID, err := r.createTagged(sctx, quiet, name+deploy.SuffixNew)
 	if err != nil {
 		return discard(fmt.Errorf("create %s: %w", name+deploy.SuffixNew, err))
 	}
+	created := container.CreateResponse{ID: createdID}
 	st.NewID = created.ID
 	if err := journal(sctx, run.Journal, &st, PhaseSFCreate); err != nil {
 		return discard(err)
@@ -298,6 +315,10 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		}
 	}
 	run.Phase("retire", t2)
+	// The tag names what runs only now.
+	if err := r.moveTag(sctx, sp.Tag, sp.ImageID, sp.PrevImageID); err != nil {
+		log.Error("moving the local tag to the new image failed", "tag", sp.Tag, "err", err)
+	}
 	r.deleteStep(sctx, run.Journal, name, log)
 	return strategy.Outcome{Status: deploy.StatusSucceeded}
 }

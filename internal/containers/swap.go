@@ -25,7 +25,12 @@ const (
 	PhaseStartNew  = "start_new"  // start the new container
 	PhaseHealth    = "health"     // wait for the health gate
 	PhaseCleanup   = "cleanup"    // healthy: remove the old container
-	PhaseRollback  = "rollback"   // not healthy: keep new as .hookd-failed, restore old
+	PhaseRollback  = "rollback"   // not healthy: record and remove new, restore old
+	// PhaseJoin is the entry of a container that shares the target's
+	// namespace, written before the target's swap begins: it is recreated
+	// to join the replacement (or restarted to join the old container
+	// again), as the target's swap goes.
+	PhaseJoin = "join"
 )
 
 // verdict is the health gate's result; an empty reason means healthy.
@@ -48,7 +53,7 @@ func journal(ctx context.Context, jr strategy.Journal, st *deploy.Step, phase st
 // shutdown begins (a half-taken step is what nobody can judge afterwards);
 // between steps and during the health gate, shutdown restores the old
 // container and hands the job back to the queue.
-func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, log *slog.Logger) strategy.Outcome {
+func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, rel relations, log *slog.Logger) strategy.Outcome {
 	j := run.Job
 	name := j.Target
 	grace := 10 * time.Second
@@ -58,14 +63,17 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	timeout := r.healthTimeout(cur.Config.Labels)
 	// Enough for two stops, the gate and the other steps; the job's own
 	// deadline does not cut a step short.
-	budget := 2*grace + max(timeout, r.cfg.SettleTime) + 2*time.Minute
+	budget := 2*grace + max(timeout, r.cfg.SettleTime) + 2*time.Minute + r.dependentsBudget(rel)
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer scancel()
 
 	if err := r.settleEarlier(sctx, run.Journal, name); err != nil {
 		return strategy.Failed(err)
 	}
-	st := deploy.Step{Target: name, JobID: j.ID, OldID: cur.ID}
+	st := deploy.Step{Target: name, JobID: j.ID, OldID: cur.ID, Tag: sp.Tag, OldImage: sp.PrevImageID, NewImage: sp.ImageID}
+	if err := r.journalJoiners(sctx, run, rel); err != nil {
+		return strategy.Failed(err)
+	}
 	// undo puts the old container back after a failed step.
 	undo := func(cause error) strategy.Outcome {
 		if r.lost(cause) {
@@ -78,6 +86,8 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 			log.Error("restore after failed step failed; left for reconcile", "err", err)
 			return strategy.Failed(fmt.Errorf("restoring the old container failed too (%v), after: %w", err, cause))
 		}
+		// The joiners lost their namespace if the old container was stopped.
+		r.rejoinOld(sctx, run, rel, nil, st.Phase != PhaseCreate, log)
 		r.deleteStep(sctx, run.Journal, name, log)
 		return run.Interrupted(strategy.Failed(fmt.Errorf("old container restored after: %w", cause)))
 	}
@@ -87,10 +97,11 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	if err := journal(sctx, run.Journal, &st, PhaseCreate); err != nil {
 		return undo(err)
 	}
-	created, err := r.docker.ContainerCreate(sctx, sp.Config, sp.HostConfig, sp.Networking, nil, name+deploy.SuffixNew)
+	createdID, err := r.createTagged(sctx, sp, name+deploy.SuffixNew)
 	if err != nil {
 		return undo(fmt.Errorf("create %s: %w", name+deploy.SuffixNew, err))
 	}
+	created := container.CreateResponse{ID: createdID}
 	st.NewID = created.ID
 	if err := journal(sctx, run.Journal, &st, PhaseCreate); err != nil {
 		return undo(err)
@@ -103,6 +114,9 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	newC, err := r.docker.ContainerInspect(sctx, created.ID)
 	if err != nil {
 		return undo(fmt.Errorf("inspect %s: %w", name+deploy.SuffixNew, err))
+	}
+	if sp.ImageID != "" && newC.Image != sp.ImageID {
+		return undo(fmt.Errorf("%s was created from image %s, not %s: the tag %s moved meanwhile", name+deploy.SuffixNew, ShortID(newC.Image), ShortID(sp.ImageID), sp.Tag))
 	}
 	log.Info("replacement created", "container", ShortID(created.ID))
 
@@ -166,33 +180,52 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 		}
 		if err != nil {
 			if run.Stopping() {
-				return r.abandonGate(sctx, run, st, log)
+				return r.abandonGate(sctx, run, st, cur, newC, rel, log)
 			}
 			// The job's own deadline ran out during the gate.
 			v = verdict{reason: deploy.ReasonTimeout, detail: "deploy timeout reached during health gate"}
 		}
 	}
 
+	failedID, failedName := created.ID, name
+	var dep dependentsDone
 	if v.reason == "" {
 		j.HealthyAt = time.Now().UTC()
+		dep = r.afterGate(ctx, sctx, run, cur, newC, rel, log)
+		v = dep.v
+		if dep.failedID != "" {
+			failedID, failedName = dep.failedID, dep.failedName
+		}
+	}
+	if v.reason == "" {
 		if err := journal(sctx, run.Journal, &st, PhaseCleanup); err != nil {
 			// The gate passed: finish the swap all the same.
 			log.Error("journal cleanup failed", "err", err)
 		}
+		if err := r.moveTag(sctx, sp.Tag, sp.ImageID, sp.PrevImageID); err != nil {
+			log.Error("moving the local tag to the new image failed", "err", err)
+		}
+		r.finishJoiners(sctx, run, dep.joined, log)
 		if err := r.docker.ContainerRemove(sctx, cur.ID, container.RemoveOptions{Force: true}); err != nil {
 			if r.lost(err) {
 				return r.afterEngineLoss(run, st, v, err, log)
 			}
 			// Keep the journal: a restart must finish this swap, not undo it.
 			log.Error("remove old container failed", "container", name+deploy.SuffixOld, "err", err)
-			return strategy.Outcome{Status: deploy.StatusSucceeded}
+		} else {
+			r.deleteStep(sctx, run.Journal, name, log)
 		}
-		r.deleteStep(sctx, run.Journal, name, log)
+		r.postUpdates(sctx, run, newC, dep.joined)
 		return strategy.Outcome{Status: deploy.StatusSucceeded}
 	}
 
 	j.RollbackReason, j.RollbackDetail = v.reason, v.detail
 	run.Stage(deploy.StageRollback)
+	fv := v
+	if dep.failedID != "" {
+		fv = dep.failedVerdict
+	}
+	j.Failed = r.failedVersion(sctx, failedID, failedName, fv)
 	run.Save() // a crash during the rollback must not lose the reason
 	log.Warn("replacement not healthy; rolling back", "reason", v.reason, "detail", v.detail)
 	if err := journal(sctx, run.Journal, &st, PhaseRollback); err != nil {
@@ -203,25 +236,43 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	if r.lost(rerr) {
 		return r.afterEngineLoss(run, st, v, rerr, log)
 	}
+	if v.reason == deploy.ReasonDependent {
+		cause = "a container depending on the new version failed: " + v.detail
+	}
 	if rerr != nil {
 		return strategy.Failed(fmt.Errorf("%s; rollback failed, left for reconcile: %w", cause, rerr))
 	}
+	r.rejoinOld(sctx, run, rel, dep.joined, true, log)
+	r.restartAgain(sctx, run, dep.restarted, log)
 	r.deleteStep(sctx, run.Journal, name, log)
 	return strategy.Outcome{Status: deploy.StatusRolledBack, Err: errors.New(cause + "; rolled back to the previous container")}
 }
 
 // abandonGate handles shutdown during the health gate: a replacement that
 // is already healthy is kept, anything else is undone and the job requeued.
-func (r *Recreate) abandonGate(ctx context.Context, run *strategy.Run, st deploy.Step, log *slog.Logger) strategy.Outcome {
+func (r *Recreate) abandonGate(ctx context.Context, run *strategy.Run, st deploy.Step, oldT, newT containerInspect, rel relations, log *slog.Logger) strategy.Outcome {
 	dir, err := r.recover(ctx, run.Job.Target, st)
 	if err != nil {
 		log.Error("restore at shutdown failed; left for reconcile", "err", err)
 		return strategy.Outcome{Abandoned: true}
 	}
-	r.deleteStep(ctx, run.Journal, run.Job.Target, log)
 	if dir == dirForward {
+		// Kept: the containers sharing its namespace join it, ungated.
+		var joined []joinedDep
+		for _, d := range rel.joiners {
+			jd, v := r.rejoinOne(ctx, ctx, run, oldT, newT, d, rel.graph, false, log)
+			if v.reason != "" {
+				log.Error("recreating a container sharing the target's namespace at shutdown failed; left for reconcile", "container", jd.st.Target, "detail", v.detail)
+				continue
+			}
+			joined = append(joined, jd)
+		}
+		r.finishJoiners(ctx, run, joined, log)
+		r.deleteStep(ctx, run.Journal, run.Job.Target, log)
 		return strategy.Outcome{Status: deploy.StatusSucceeded}
 	}
+	r.rejoinOld(ctx, run, rel, nil, true, log)
+	r.deleteStep(ctx, run.Journal, run.Job.Target, log)
 	return strategy.Outcome{Abandoned: true}
 }
 
@@ -233,7 +284,7 @@ func (r *Recreate) deleteStep(ctx context.Context, jr strategy.Journal, target s
 
 // settleEarlier makes sure nothing of an earlier swap of name is left: an
 // unfinished journal entry is reconciled first, stale stopped leftovers
-// removed.
+// removed (a <name>.hookd-failed an earlier hookd kept among them).
 func (r *Recreate) settleEarlier(ctx context.Context, jr strategy.Journal, name string) error {
 	steps, err := jr.Steps(ctx)
 	if err != nil {
@@ -250,7 +301,7 @@ func (r *Recreate) settleEarlier(ctx context.Context, jr strategy.Journal, name 
 			return fmt.Errorf("delete journal step: %w", err)
 		}
 	}
-	for _, suffix := range []string{deploy.SuffixNew, deploy.SuffixOld} {
+	for _, suffix := range []string{deploy.SuffixNew, deploy.SuffixOld, deploy.SuffixFailed} {
 		c, err := r.findNamed(ctx, name+suffix)
 		if err != nil {
 			return err

@@ -81,7 +81,8 @@ type Job struct {
 	// Phases holds per-phase durations in seconds: "pull", "swap", "health".
 	Phases map[string]float64 `json:"phases,omitempty"`
 	Error  string             `json:"error,omitempty"`
-	// RollbackReason is one of "unhealthy", "exited", "timeout", "start_failed".
+	// RollbackReason is one of "unhealthy", "exited", "timeout", "start_failed",
+	// "dependent_failed".
 	RollbackReason string `json:"rollback_reason,omitempty"`
 	// RollbackDetail is the exit code or last health-check output.
 	RollbackDetail string    `json:"rollback_detail,omitempty"`
@@ -103,6 +104,10 @@ type Job struct {
 	// Verified is what the signature a gate verified says about the new
 	// image; zero when none was verified.
 	Verified Verification `json:"verified,omitzero"`
+	// Failed describes the new version that failed its gate, when one did:
+	// hookd removes its container (a kept one would confuse Compose), so
+	// this is what is left to tell why.
+	Failed *FailedVersion `json:"failed,omitempty"`
 }
 
 // Verification is what a verified signature says about an image: who
@@ -119,6 +124,20 @@ type Verification struct {
 	Ref    string `json:"ref,omitempty"`
 }
 
+// FailedVersion is what a user needs from a new version that failed its
+// gate: its exit code, its last health check and its last log lines.
+type FailedVersion struct {
+	// Container is the name the failed container ran under.
+	Container string `json:"container,omitempty"`
+	// ExitCode is set when the container exited or could not start; nil
+	// when it was still running (unhealthy) and hookd stopped it.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Health is the output of its last health check, trimmed.
+	Health string `json:"health_output,omitempty"`
+	// Logs are its last log lines (stdout and stderr), oldest first.
+	Logs []string `json:"logs,omitempty"`
+}
+
 // OCI image labels hookd reads.
 const (
 	LabelImageRevision = "org.opencontainers.image.revision"
@@ -131,6 +150,9 @@ const (
 	ReasonExited      = "exited"
 	ReasonTimeout     = "timeout"
 	ReasonStartFailed = "start_failed"
+	// ReasonDependent: the new version passed its gate, but a container
+	// that depends on it (restarted or recreated to join it) did not.
+	ReasonDependent = "dependent_failed"
 )
 
 // JobFilter selects jobs; zero values select everything.
@@ -151,6 +173,17 @@ type Step struct {
 	// Strategy names the strategy that wrote the entry and settles it
 	// after a crash; empty for the recreate strategy.
 	Strategy string `json:"strategy,omitempty"`
+	// Tag is the local tag ("repo:tag") the target follows, OldImage and
+	// NewImage the ids of the image it ran and the one being deployed. The
+	// tag names the new image only once it passed its gate; a restarted
+	// hookd puts it back on OldImage when it undoes the swap.
+	Tag      string `json:"tag,omitempty"`
+	OldImage string `json:"old_image,omitempty"`
+	NewImage string `json:"new_image,omitempty"`
+	// Parent, on the step of a container recreated to join another's
+	// network namespace, names the target whose swap it is part of: a
+	// restarted hookd settles it the way the parent's swap went.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Errors returned by Submit and the job look-ups.
@@ -168,6 +201,15 @@ var (
 // Clone returns a copy of j that shares no map or slice with it.
 func (j Job) Clone() Job {
 	j.Notes = append([]string(nil), j.Notes...)
+	if j.Failed != nil {
+		f := *j.Failed
+		f.Logs = append([]string(nil), f.Logs...)
+		if f.ExitCode != nil {
+			c := *f.ExitCode
+			f.ExitCode = &c
+		}
+		j.Failed = &f
+	}
 	if j.Phases != nil {
 		p := make(map[string]float64, len(j.Phases))
 		for k, v := range j.Phases {

@@ -11,6 +11,26 @@ const (
 	LabelEnable        = "hookd.enable"
 	LabelHealthTimeout = "hookd.health-timeout"
 	LabelStrategy      = "hookd.strategy"
+
+	// LabelDependsOn names containers ("db" or "db,cache") a container
+	// depends on outside Compose, like Compose's depends_on with
+	// restart: true: they are deployed first, and it is restarted after
+	// one of them was redeployed.
+	LabelDependsOn = "hookd.depends-on"
+	// Lifecycle hooks: commands run inside the container through the
+	// Engine API. A value starting with "[" is a JSON array run as is
+	// (exec form); anything else runs with /bin/sh -c.
+	LabelPreUpdate      = "hookd.pre-update"       // in the old container, before the new one is created
+	LabelPreUpdateAbort = "hookd.pre-update-abort" // "false": a failing pre-update hook does not stop the deploy
+	LabelPostUpdate     = "hookd.post-update"      // in the new container, once it passed its gate
+	LabelHookTimeout    = "hookd.hook-timeout"     // a Go duration, default 60s
+	// Watchtower's lifecycle labels, read when hookd's own are absent, so
+	// that hooks keep working for people switching from it. Its timeouts
+	// are in minutes.
+	LabelWatchtowerPreUpdate         = "com.centurylinklabs.watchtower.lifecycle.pre-update"
+	LabelWatchtowerPostUpdate        = "com.centurylinklabs.watchtower.lifecycle.post-update"
+	LabelWatchtowerPreUpdateTimeout  = "com.centurylinklabs.watchtower.lifecycle.pre-update-timeout"
+	LabelWatchtowerPostUpdateTimeout = "com.centurylinklabs.watchtower.lifecycle.post-update-timeout"
 )
 
 // Labels the reporters read on a target: the address it serves at, and
@@ -63,6 +83,10 @@ type Target struct {
 	// Labels are the target's hookd.* labels (see HookdLabels), for the
 	// parts of hookd that read one of their own (the reporters).
 	Labels map[string]string `json:"labels,omitempty"`
+	// DependsOn names the containers this one depends on (Compose's
+	// depends_on, a shared network namespace, hookd.depends-on), sorted:
+	// when one push updates several targets, these go first.
+	DependsOn []string `json:"depends_on,omitempty"`
 }
 
 // HookdLabels returns the labels whose key starts with "hookd.", or nil.

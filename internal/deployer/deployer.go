@@ -261,7 +261,9 @@ func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job
 			}
 		}
 	}
-	sort.Slice(matched, func(a, b int) bool { return matched[a].Name < matched[b].Name })
+	// Dependencies first (a push that updates a database and the app
+	// that depends on it deploys the database first), else by name.
+	deploy.SortByDependencies(matched)
 
 	jobs := make([]deploy.Job, 0, len(matched))
 	fresh := 0
@@ -484,7 +486,7 @@ func (d *Deployer) next(ctx context.Context) (deploy.Job, bool) {
 		d.submitMu.Lock()
 		d.mu.Lock()
 		for i, n := range d.order {
-			if _, busy := d.running[n]; busy {
+			if _, busy := d.running[n]; busy || d.waitsLocked(n, i) {
 				continue
 			}
 			j := *d.pending[n]
@@ -505,6 +507,26 @@ func (d *Deployer) next(ctx context.Context) (deploy.Job, bool) {
 			return deploy.Job{}, false
 		}
 	}
+}
+
+// waitsLocked reports whether the pending job of target n, at position i of
+// the queue, must wait for related targets: one it depends on that is being
+// deployed or queued before it, or one that depends on it that is being
+// deployed (deploying n restarts it). Waiting only on running jobs and on
+// jobs earlier in the queue, a job can never wait for itself, even where
+// dependencies form a cycle. d.mu must be held.
+func (d *Deployer) waitsLocked(n string, i int) bool {
+	for _, dep := range d.targets[n].DependsOn {
+		if _, busy := d.running[dep]; busy || slices.Contains(d.order[:i], dep) {
+			return true
+		}
+	}
+	for r := range d.running {
+		if slices.Contains(d.targets[r].DependsOn, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // done marks target idle again.

@@ -442,13 +442,17 @@ func TestIntegrationRollback(t *testing.T) {
 		app        dockertest.App
 		reason     string
 		detailWant string
+		// what the job records of the failed version
+		exitCode *int
+		health   string
+		log      string
 	}{
-		{"unhealthy", dockertest.App{Version: "v3", Unhealthy: true}, deploy.ReasonUnhealthy, "unhealthy"},
-		{"crashing", dockertest.App{Version: "v3", Crash: true}, deploy.ReasonExited, "exit code 3"},
-		{"never healthy", dockertest.App{Version: "v3", SlowStart: time.Minute}, deploy.ReasonTimeout, "not healthy within 3s"},
+		{"unhealthy", dockertest.App{Version: "v3", Unhealthy: true}, deploy.ReasonUnhealthy, "unhealthy", nil, "configured unhealthy", "testapp v3 serving"},
+		{"crashing", dockertest.App{Version: "v3", Crash: true}, deploy.ReasonExited, "exit code 3", ptr(3), "", "testapp crashing as configured"},
+		{"never healthy", dockertest.App{Version: "v3", SlowStart: time.Minute}, deploy.ReasonTimeout, "not healthy within 3s", nil, "healthz answered 503", "testapp v3 serving"},
 		// An image whose default command does not exist: the engine creates
 		// the container but cannot start it.
-		{"start fails", dockertest.App{Version: "v3", Cmd: []string{"/no-such-binary"}}, deploy.ReasonStartFailed, "/no-such-binary"},
+		{"start fails", dockertest.App{Version: "v3", Cmd: []string{"/no-such-binary"}}, deploy.ReasonStartFailed, "/no-such-binary", ptr(127), "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -473,13 +477,14 @@ func TestIntegrationRollback(t *testing.T) {
 			if got := inspect(ctx, t, cli, name).ID; got != oldID {
 				t.Errorf("container under %s = %s, want the old one %s back", name, containers.ShortID(got), containers.ShortID(oldID))
 			}
-			failed := inspect(ctx, t, cli, name+deploy.SuffixFailed)
-			if failed.State.Running || failed.HostConfig.RestartPolicy.Name != container.RestartPolicyDisabled {
-				t.Errorf("%s running, restart policy = %v, %q, want stopped, no", name+deploy.SuffixFailed,
-					failed.State.Running, failed.HostConfig.RestartPolicy.Name)
+			// The failed version is gone (a kept container would carry the
+			// service's Compose labels); what tells why is in the job.
+			if left := containersNamed(ctx, t, cli, name); len(left) != 1 {
+				t.Errorf("containers named %s* = %v, want %s only", name, keys(left), name)
 			}
-			if left := containersNamed(ctx, t, cli, name); len(left) != 2 {
-				t.Errorf("containers named %s* = %v, want %s and %s", name, keys(left), name, name+deploy.SuffixFailed)
+			if f := j.Failed; f == nil || f.Container != name || !sameExit(f.ExitCode, tt.exitCode) ||
+				tt.health != "" && !strings.Contains(f.Health, tt.health) || tt.log != "" && !slices.ContainsFunc(f.Logs, func(l string) bool { return strings.Contains(l, tt.log) }) {
+				t.Errorf("job.Failed = %s, want container %s, exit code %v, health output with %q, a log line with %q", describeFailed(f), name, tt.exitCode, tt.health, tt.log)
 			}
 			if got := testutilCounter(d.metrics.Rollbacks, name, tt.reason); got != 1 {
 				t.Errorf("rollbacks{%s} = %v, want 1", tt.reason, got)
@@ -491,6 +496,21 @@ func TestIntegrationRollback(t *testing.T) {
 // TestIntegrationRolledBackDigestRefused: once a digest was rolled back, a
 // replayed webhook for it, or a poll or API request without a digest, is
 // refused before anything is touched; a forced request tries it again.
+func sameExit(got, want *int) bool {
+	return got == nil && want == nil || got != nil && want != nil && *got == *want
+}
+
+func describeFailed(f *deploy.FailedVersion) string {
+	if f == nil {
+		return "nil"
+	}
+	code := "nil"
+	if f.ExitCode != nil {
+		code = fmt.Sprint(*f.ExitCode)
+	}
+	return fmt.Sprintf("{container %s, exit code %s, health %q, logs %q}", f.Container, code, f.Health, f.Logs)
+}
+
 func TestIntegrationRolledBackDigestRefused(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
 	cli := dockertest.Docker(t)
@@ -557,7 +577,7 @@ func TestIntegrationPullFailureLeavesTargetUntouched(t *testing.T) {
 		errWant string
 	}{
 		{name: "registry down", breakIt: func(r *dockertest.Registry) { r.Down() }, errWant: "connection refused"},
-		{name: "tag missing", tag: "nope", errWant: "not found"},
+		{name: "tag missing", tag: "nope", errWant: "manifest unknown"}, // the registry's answer when the tag is resolved
 		{name: "wrong credentials", bearer: true, kc: staticKeychain{"bot", "wrong"}, errWant: "unauthorized"},
 		{name: "rate limited", breakIt: func(r *dockertest.Registry) { r.Fail(http.StatusTooManyRequests, "60") }, errWant: "toomanyrequests"},
 	}
@@ -760,15 +780,18 @@ func TestIntegrationRefusals(t *testing.T) {
 
 	tests := []struct {
 		target, id, want string
+		status           deploy.Status
 	}{
-		{rm, rmID, "--rm"},
-		{self, selfID, "cannot replace its own container"},
-		{host, hostID, "shares the network namespace"},
+		{rm, rmID, "--rm", deploy.StatusFailed},
+		{self, selfID, "cannot replace its own container", deploy.StatusFailed},
+		// The sidecar is not labelled hookd.enable=true: hookd may not
+		// recreate it to join the new container, so it refuses to cut it off.
+		{host, hostID, "shares the namespace of", deploy.StatusRefused},
 	}
 	for _, tt := range tests {
 		j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: tt.target})
-		if j.Status != deploy.StatusFailed || !strings.Contains(j.Error, tt.want) {
-			t.Errorf("deploy %s = %s %q, want failed with %q", tt.target, j.Status, j.Error, tt.want)
+		if j.Status != tt.status || !strings.Contains(j.Error, tt.want) {
+			t.Errorf("deploy %s = %s %q, want %s with %q", tt.target, j.Status, j.Error, tt.status, tt.want)
 		}
 		if c := inspect(ctx, t, cli, tt.target); c.ID != tt.id || !c.State.Running {
 			t.Errorf("%s = %s running %v, want untouched", tt.target, containers.ShortID(c.ID), c.State.Running)
@@ -946,6 +969,68 @@ func TestIntegrationPruneImages(t *testing.T) {
 		_, err := cli.ImageInspect(ctx, ids[v])
 		if got := err == nil; got != want {
 			t.Errorf("image %s present = %v (%v), want %v (v1 in use, v2 old, v3 previous, v4 running)", v, got, err, want)
+		}
+	}
+}
+
+// TestIntegrationDependsOnLabel: outside Compose, hookd.depends-on gives
+// the same as depends_on with restart: true; a dependency that does not
+// exist, or a cycle, refuses the deploy before anything is touched.
+func TestIntegrationDependsOnLabel(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/dependson"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	run := func(name string, labels map[string]string) (string, string) {
+		return dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{Image: reg.Ref(repo, "latest"), Name: name, Labels: enabled(labels)})
+	}
+	_, api := run("api", nil)
+	webID, web := run("web", map[string]string{deploy.LabelDependsOn: api})
+	loneID, lone := run("lone", map[string]string{deploy.LabelDependsOn: "no-such-container"})
+	// Two containers naming each other: their names must be known first.
+	lv := dockertest.LabelValue(t)
+	a, b := "cyca-"+lv[:8]+lv[len(lv)-6:], "cycb-"+lv[:8]+lv[len(lv)-6:]
+	var bID string
+	for _, c := range []struct{ name, dep string }{{a, b}, {b, a}} {
+		created, err := cli.ContainerCreate(ctx, &container.Config{Image: reg.Ref(repo, "latest"),
+			Labels: dockertest.Labels(t, enabled(map[string]string{deploy.LabelDependsOn: c.dep}))}, nil, nil, nil, c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		bID = created.ID // the last one is b
+	}
+	d := startDeployer(ctx, t, cli, rig{})
+	for _, n := range []string{api, web, lone, a, b} {
+		waitTarget(ctx, t, d.Deployer, n)
+	}
+	if got := waitTarget(ctx, t, d.Deployer, web).DependsOn; !slices.Equal(got, []string{api}) {
+		t.Errorf("target %s depends on %v, want [%s]", web, got, api)
+	}
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	startedWeb := inspect(ctx, t, cli, web).State.StartedAt
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: api})
+	if j.Status != deploy.StatusSucceeded {
+		t.Fatalf("api deploy = %s %q, want succeeded", j.Status, j.Error)
+	}
+	if c := inspect(ctx, t, cli, web); c.ID != webID || c.State.StartedAt == startedWeb || !c.State.Running {
+		t.Errorf("web = %s started %s (was %s), want the same container restarted", c.ID[:12], c.State.StartedAt, startedWeb)
+	}
+
+	for _, tt := range []struct{ target, id, want string }{
+		{lone, loneID, "depends on no-such-container (hookd.depends-on), which has no container"},
+		{b, bID, "form a cycle"},
+	} {
+		j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: tt.target})
+		if j.Status != deploy.StatusRefused || !strings.Contains(j.Error, tt.want) {
+			t.Errorf("deploy %s = %s %q, want refused with %q", tt.target, j.Status, j.Error, tt.want)
+		}
+		if c := inspect(ctx, t, cli, tt.target); c.ID != tt.id || !c.State.Running {
+			t.Errorf("%s = %s running %v, want untouched", tt.target, c.ID[:12], c.State.Running)
 		}
 	}
 }

@@ -126,7 +126,7 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		}),
 		Rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookd_rollbacks_total",
-			Help: "Deploys rolled back, by target and reason (unhealthy, exited, timeout, start_failed).",
+			Help: "Deploys rolled back, by target and reason (unhealthy, exited, timeout, start_failed, dependent_failed).",
 		}, []string{"target", "reason"}),
 		DeployInProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "hookd_deploy_in_progress",

@@ -3,9 +3,16 @@
 //
 //	testapp serve   serve HTTP on :8080 (or :$TESTAPP_PORT)
 //	testapp health  exit 0 when healthy, 1 otherwise (the image's healthcheck)
+//	testapp hook CODE [PATH]
+//	                a lifecycle hook: print a line on stdout and one on stderr,
+//	                write the image's version to PATH when given, exit CODE
+//	testapp sleep DURATION
+//	                sleep, then exit 0 (a hook that takes too long)
 //
 // TESTAPP_PORT moves both to another port, for containers that share a
 // network namespace (network_mode host or container:NAME).
+// TESTAPP_NEEDS=URL=VERSION makes the healthcheck fail unless GET URL
+// answers VERSION: an app that a new version of its database breaks.
 // Its behaviour is steered by files in the image, so that one binary serves
 // every variant: /version (what GET / answers), /crash (exit 3 ~300ms after
 // start), /slowstart (a Go duration: not ready before it has passed),
@@ -23,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -68,8 +76,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "healthy")
 		return 0
+	case "hook":
+		return hook(args[1:], stdout, stderr)
+	case "sleep":
+		if len(args) < 2 {
+			fmt.Fprintln(stderr, "testapp: sleep DURATION")
+			return 2
+		}
+		d, err := time.ParseDuration(args[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "testapp: %v\n", err)
+			return 2
+		}
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+		return 0
 	default:
-		fmt.Fprintf(stderr, "testapp: unknown command %q (want serve or health)\n", cmd)
+		fmt.Fprintf(stderr, "testapp: unknown command %q (want serve, health, hook or sleep)\n", cmd)
 		return 2
 	}
 }
@@ -181,12 +206,48 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	return nil
 }
 
+// hook is a lifecycle hook: it says so on both streams, records the
+// image's version in a file if asked, and exits with the code asked for.
+func hook(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 {
+		fmt.Fprintln(stderr, "testapp: hook CODE [PATH]")
+		return 2
+	}
+	code, err := strconv.Atoi(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "testapp: hook: %v\n", err)
+		return 2
+	}
+	version := readTrimmed("/version")
+	fmt.Fprintf(stdout, "hook ran in %s\n", version)
+	if len(args) > 1 {
+		if err := os.MkdirAll(filepath.Dir(args[1]), 0o755); err == nil {
+			err = os.WriteFile(args[1], []byte(version+"\n"), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "testapp: hook: %v\n", err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "hook exits %d\n", code)
+	return code
+}
+
 func health(ctx context.Context) error {
 	if exists("/unhealthy") {
 		return errors.New("configured unhealthy")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
+	if needs := os.Getenv("TESTAPP_NEEDS"); needs != "" {
+		i := strings.LastIndex(needs, "=")
+		if i < 0 {
+			return fmt.Errorf("TESTAPP_NEEDS=%q: want URL=VERSION", needs)
+		}
+		if got, err := get(ctx, needs[:i]); err != nil || got != needs[i+1:] {
+			return fmt.Errorf("needs %s to answer %s, got %q (%v)", needs[:i], needs[i+1:], got, err)
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port()+"/healthz", nil)
 	if err != nil {
 		return err
@@ -201,6 +262,24 @@ func health(ctx context.Context) error {
 		return fmt.Errorf("healthz answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// get returns the trimmed body GET url answers with 200.
+func get(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFileBody))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return strings.TrimSpace(string(b)), err
 }
 
 func readTrimmed(path string) string {
