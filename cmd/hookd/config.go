@@ -35,6 +35,7 @@ type Config struct {
 	Concurrency      int
 	QueueSize        int
 	MaxBodyBytes     int64
+	MaxConnections   int
 	LogFormat        string
 	LogLevel         string
 	PruneImages      bool
@@ -94,9 +95,12 @@ var settings = []setting{
 	{key: "queue_size", env: "HOOKD_QUEUE_SIZE", def: "64",
 		help:  "deploy jobs that may wait; beyond it deliveries get 503",
 		field: func(c *Config) any { return &c.QueueSize }},
-	{key: "max_body_bytes", env: "HOOKD_MAX_BODY_BYTES", def: "1048576",
-		help:  "largest webhook body accepted (413 beyond)",
+	{key: "max_body_bytes", env: "HOOKD_MAX_BODY_BYTES", def: "131072",
+		help:  "largest webhook body accepted (413 beyond); GitHub's package deliveries are 10-30 KB",
 		field: func(c *Config) any { return &c.MaxBodyBytes }},
+	{key: "max_connections", env: "HOOKD_MAX_CONNECTIONS", def: "256",
+		help:  "connections kept open per listener; beyond it the one that waited longest on its client is closed",
+		field: func(c *Config) any { return &c.MaxConnections }},
 	{key: "metrics_listen", env: "HOOKD_METRICS_LISTEN",
 		help:  "serve /metrics on this address instead of the main listener",
 		field: func(c *Config) any { return &c.MetricsListen }},
@@ -416,6 +420,9 @@ func validate(c *Config, problems *configError) {
 	// GitHub caps payloads at 25 MB; its package events are about 11 KB.
 	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 25<<20 {
 		problems.add("max_body_bytes: must be between 1024 and 26214400, got %d", c.MaxBodyBytes)
+	}
+	if c.MaxConnections < 16 || c.MaxConnections > 65536 {
+		problems.add("max_connections: must be between 16 and 65536, got %d", c.MaxConnections)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		problems.add("log_format: must be text or json, got %q", c.LogFormat)

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/and3rn3t/hookd/internal/api"
+	"github.com/and3rn3t/hookd/internal/connlimit"
 	"github.com/and3rn3t/hookd/internal/containers"
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
@@ -228,7 +229,10 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 			close(workersDone)
 			return workersDone, fmt.Errorf("listen: %w", err)
 		}
-		listeners = append(listeners, ln)
+		lim := connlimit.New(ln, cfg.MaxConnections, m.ConnectionsShed.Inc)
+		srv.ConnState, srv.ConnContext = lim.ConnState, lim.ConnContext
+		srv.Handler = connlimit.TrackBodies(srv.Handler)
+		listeners = append(listeners, lim)
 	}
 
 	// Workers get their own context: they must outlive the HTTP server's
@@ -348,9 +352,11 @@ func newServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		ReadTimeout:       30 * time.Second,
 		// Long enough for GitHub's 10 s delivery timeout and a scrape; the
 		// API's wait=true answers extend their own deadline.
-		WriteTimeout:   60 * time.Second,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
+		WriteTimeout: 60 * time.Second,
+		IdleTimeout:  120 * time.Second,
+		// GitHub's headers are about 1 KB; every connection still reading
+		// its headers may hold this much.
+		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 }
