@@ -26,6 +26,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/signal"
 	"slices"
@@ -269,17 +270,21 @@ type prober struct {
 }
 
 type latencies struct {
-	took   []time.Duration
-	failed int
-	codes  map[int]int
+	took    []time.Duration
+	connect []time.Duration // of took, how long the connection took
+	failed  int
+	codes   map[int]int
+	errs    []string
 }
 
-func (l *latencies) add(d time.Duration, code int, err error) {
+func (l *latencies) add(d, connect time.Duration, code int, err error) {
 	if l.codes == nil {
 		l.codes = map[int]int{}
 	}
+	l.connect = append(l.connect, connect)
 	if err != nil {
 		l.failed++
+		l.errs = append(l.errs, err.Error())
 		d = 10 * time.Second
 	} else {
 		l.codes[code]++
@@ -300,8 +305,14 @@ func (l *latencies) String() string {
 	}
 	s := slices.Clone(l.took)
 	slices.Sort(s)
-	return fmt.Sprintf("%d probes, median %.1f ms, p99 %.1f ms, max %.1f ms, answers %v, no answer %d",
-		len(s), ms(s[len(s)/2]), ms(s[len(s)*99/100]), ms(s[len(s)-1]), l.codes, l.failed)
+	c := slices.Clone(l.connect)
+	slices.Sort(c)
+	out := fmt.Sprintf("%d probes, median %.1f ms, p99 %.1f ms, max %.1f ms (connecting: median %.1f ms, max %.1f ms), answers %v, no answer %d",
+		len(s), ms(s[len(s)/2]), ms(s[len(s)*99/100]), ms(s[len(s)-1]), ms(c[len(c)/2]), ms(c[len(c)-1]), l.codes, l.failed)
+	if len(l.errs) > 0 {
+		out += " (" + strings.Join(l.errs, "; ") + ")"
+	}
+	return out
 }
 
 func (p *prober) summary() (string, string) { return p.healthz.String(), p.delivery.String() }
@@ -312,8 +323,8 @@ func (p *prober) probe(ctx context.Context, n int) {
 		Transport: &http.Transport{DisableKeepAlives: true},
 	}
 	start := time.Now()
-	code, err := do(ctx, client, "GET", "http://"+p.addr+"/healthz", nil, nil)
-	p.healthz.add(time.Since(start), code, err)
+	code, connect, err := do(ctx, client, "GET", "http://"+p.addr+"/healthz", nil, nil)
+	p.healthz.add(time.Since(start), connect, code, err)
 
 	mac := hmac.New(sha256.New, p.secret)
 	mac.Write(p.payload)
@@ -323,25 +334,29 @@ func (p *prober) probe(ctx context.Context, n int) {
 	h.Set("X-GitHub-Delivery", fmt.Sprintf("probe-%d-%d", time.Now().UnixNano(), n))
 	h.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	start = time.Now()
-	code, err = do(ctx, client, "POST", "http://"+p.addr+"/hooks/github", h, p.payload)
-	p.delivery.add(time.Since(start), code, err)
+	code, connect, err = do(ctx, client, "POST", "http://"+p.addr+"/hooks/github", h, p.payload)
+	p.delivery.add(time.Since(start), connect, code, err)
 }
 
-func do(ctx context.Context, client *http.Client, method, url string, h http.Header, body []byte) (int, error) {
-	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), method, url, strings.NewReader(string(body)))
+// do makes one request and returns its status and how long connecting took.
+func do(ctx context.Context, client *http.Client, method, url string, h http.Header, body []byte) (int, time.Duration, error) {
+	var connect time.Duration
+	start := time.Now()
+	trace := &httptrace.ClientTrace{ConnectDone: func(string, string, error) { connect = time.Since(start) }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.WithoutCancel(ctx), trace), method, url, strings.NewReader(string(body)))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if h != nil {
 		req.Header = h
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, connect, err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode, nil
+	return resp.StatusCode, connect, nil
 }
 
 // vmHWM returns the peak resident memory of pid in KiB (0 if unknown).

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,10 +103,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	l.open++
-	c := &conn{Conn: nc, l: l}
-	l.waitLocked(c) // it has sent nothing yet
 	l.mu.Unlock()
-	return c, nil
+	// It begins to wait on its client when the server first reads it: a
+	// server too busy to read a new connection at once is not kept waiting
+	// by the client.
+	return &conn{Conn: nc, l: l}, nil
 }
 
 // Close closes the listener; an Accept waiting for room returns.
@@ -200,6 +202,19 @@ type conn struct {
 	since  time.Time     // when it began to wait
 	closed bool
 	once   sync.Once
+	read   atomic.Bool // the server has begun to read it
+}
+
+// Read reads from the connection; the server's first read marks the
+// start of its wait for the first request.
+func (c *conn) Read(p []byte) (int, error) {
+	if !c.read.Load() {
+		c.read.Store(true)
+		c.l.mu.Lock()
+		c.l.waitLocked(c)
+		c.l.mu.Unlock()
+	}
+	return c.Conn.Read(p)
 }
 
 // Close closes the connection and frees its place.

@@ -399,18 +399,20 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 	if err != nil {
 		return answer{}, fmt.Errorf("submit %s: %w", m.image(), err)
 	}
-	// Recorded only now, so a delivery answered 503 can be redelivered. The
-	// request is queued whatever the client does, so its cancellation must
-	// not lose the record.
+	if len(jobs) == 0 {
+		// Nothing recorded, nothing written: a redelivery finds no target
+		// either. Counted as ignored, not queued: nothing will deploy, and
+		// an alert on "queued but no deploy followed" must not fire for an
+		// image that no target follows.
+		return ignored(d, reasonNoTarget, m.image()), nil
+	}
+	// Recorded only now, so a delivery answered 503 can be redelivered
+	// (the bbolt store has recorded it with its jobs already, and this
+	// writes nothing). The request is queued whatever the client does, so
+	// its cancellation must not lose the record.
 	if err := h.deliveries.Record(context.WithoutCancel(ctx), d.id, d.received); err != nil {
 		d.attrs = append(d.attrs, slog.String("record_err", err.Error()))
 		d.level = slog.LevelWarn
-	}
-	if len(jobs) == 0 {
-		// Counted as ignored, not queued: nothing will deploy, and an
-		// alert on "queued but no deploy followed" must not fire for an
-		// image that no target follows.
-		return ignored(d, reasonNoTarget, m.image()), nil
 	}
 	a := queuedAnswer{
 		Status:     "queued",
