@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/docker-engine.sh
+./scripts/test-tools.sh
 go vet ./...
 ./scripts/build-image.sh hookd:e2e
 HOOKD_E2E_IMAGE=hookd:e2e go test -race -count=1 -timeout 30m ./...

@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/and3rn3t/hookd/internal/api"
 )
 
 // Config is everything hookd serve needs. It is read from defaults, then the
@@ -36,12 +39,17 @@ type Config struct {
 	QueueSize        int
 	MaxBodyBytes     int64
 	MaxConnections   int
+	TrustedProxies   []string
 	LogFormat        string
 	LogLevel         string
 	PruneImages      bool
 	LabelFilter      string
 	ShutdownTimeout  time.Duration
 	PublicURL        string
+
+	// readable lists the files holding secrets that every user of the
+	// host can read; serve warns about each.
+	readable []string
 }
 
 // setting describes one configuration key in all its spellings. Secrets are
@@ -113,6 +121,9 @@ var settings = []setting{
 	{key: "public_url", env: "HOOKD_PUBLIC_URL",
 		help:  "the address people reach hookd at (https://pi.example.net/hookd); links in notifications and GitHub deployment statuses point there",
 		field: func(c *Config) any { return &c.PublicURL }},
+	{key: "trusted_proxies", env: "HOOKD_TRUSTED_PROXIES",
+		help:  "reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For / Forwarded name the client, e.g. for the limit on failed logins",
+		field: func(c *Config) any { return &c.TrustedProxies }},
 	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
 		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
 		field: func(c *Config) any { return &c.LabelFilter }},
@@ -183,6 +194,12 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		values, err := readYAML(path)
 		if err != nil {
 			problems.add("%v", err)
+		}
+		for _, st := range settings {
+			if _, ok := values[st.key]; ok && st.secret {
+				c.noteReadable(path)
+				break
+			}
 		}
 		for _, s := range settings {
 			if v, ok := values[s.key]; ok {
@@ -300,6 +317,7 @@ func applySecretFile(c *Config, s setting, name, source string, problems *config
 		problems.add("%s: %v", source, err)
 		return
 	}
+	c.noteReadable(name)
 	var lines []string
 	for _, l := range strings.Split(string(data), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -315,6 +333,13 @@ func applySecretFile(c *Config, s setting, name, source string, problems *config
 		*p = lines
 	case *string:
 		*p = lines[0]
+	}
+}
+
+// noteReadable remembers name if it holds a secret every user can read.
+func (c *Config) noteReadable(name string) {
+	if fi, err := os.Stat(name); err == nil && fi.Mode().Perm()&0o004 != 0 && !slices.Contains(c.readable, name) {
+		c.readable = append(c.readable, name)
 	}
 }
 
@@ -423,6 +448,9 @@ func validate(c *Config, problems *configError) {
 	}
 	if c.MaxConnections < 16 || c.MaxConnections > 65536 {
 		problems.add("max_connections: must be between 16 and 65536, got %d", c.MaxConnections)
+	}
+	if _, err := api.ParseProxies(c.TrustedProxies); err != nil {
+		problems.add("trusted_proxies: %v (examples: 127.0.0.1, 10.0.0.0/8, ::1)", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		problems.add("log_format: must be text or json, got %q", c.LogFormat)

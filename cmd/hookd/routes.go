@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"time"
 
@@ -28,13 +29,14 @@ type routeDeps struct {
 	metricsApart  bool     // /metrics is served by metricsRoutes on its own listener
 	ready         func(context.Context) error
 	healthy       func() error
+	proxies       []netip.Prefix // trusted_proxies
 }
 
 // routes is hookd's whole HTTP surface on its main listener.
 func routes(logger *slog.Logger, d routeDeps) http.Handler {
 	apiLog := logger.With("component", "api")
 	r := chi.NewRouter()
-	r.Use(recoverer(logger), requestLog(logger))
+	r.Use(recoverer(logger), api.RealClient(d.proxies), requestLog(logger))
 	r.NotFound(handleError(http.StatusNotFound, "not found"))
 	r.MethodNotAllowed(handleError(http.StatusMethodNotAllowed, "method not allowed"))
 
@@ -59,7 +61,7 @@ func routes(logger *slog.Logger, d routeDeps) http.Handler {
 // metricsRoutes serves /metrics alone, on metrics_listen.
 func metricsRoutes(logger *slog.Logger, d routeDeps) http.Handler {
 	r := chi.NewRouter()
-	r.Use(recoverer(logger))
+	r.Use(recoverer(logger), api.RealClient(d.proxies))
 	r.With(metricsAuth(d.metricsTokens, logger)).Method(http.MethodGet, "/metrics", d.metrics)
 	return r
 }

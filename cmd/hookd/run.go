@@ -97,6 +97,10 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // once every worker has returned, so never under a deploy step.
 func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.Writer) error {
 	logger := newLogger(cfg, logw)
+	for _, name := range cfg.readable {
+		logger.Warn("secret file readable by every user on this host",
+			"file", name, "fix", "chmod 600 "+name+" (or chmod 640 and a group hookd's user is in)")
+	}
 	dbPath := filepath.Join(cfg.StateDir, "hookd.db")
 	st, err := store.Open(dbPath, store.Options{})
 	if err != nil {
@@ -202,7 +206,8 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		logger.Warn("api disabled: no HOOKD_API_TOKEN configured; /api/v1 answers 404 and the client verbs cannot be used")
 	}
 
-	stopping := make(chan struct{}) // closed when shutdown begins
+	proxies, _ := api.ParseProxies(cfg.TrustedProxies) // validated already
+	stopping := make(chan struct{})                    // closed when shutdown begins
 	surface := routeDeps{
 		webhook:       hook,
 		deployments:   dep,
@@ -214,6 +219,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		metricsApart:  cfg.MetricsListen != "",
 		ready:         dep.Ready,
 		healthy:       dep.Healthy,
+		proxies:       proxies,
 	}
 	servers := []*http.Server{newServer(cfg.Listen, routes(logger, surface), logger)}
 	if cfg.MetricsListen != "" {
