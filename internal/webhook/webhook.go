@@ -484,13 +484,13 @@ func ignored(d *delivery, reason, image string) answer {
 // to readWait for one (errBusy otherwise).
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, func(), error) {
 	noop := func() {}
-	// Not every ResponseWriter has a deadline (httptest's has none);
-	// the server's ReadTimeout still holds then. Once the body is in, the
+	// Not every ResponseWriter has a deadline (a recorder has none); the
+	// server's ReadTimeout still holds then. Once the whole body is in, the
 	// deadline is lifted: the server's watch for a client that hangs up
-	// would otherwise take it for one that did.
+	// would otherwise take it for one that did. After an error it stays,
+	// for the server reads what is left of a body before it answers.
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(h.bodyTime))
-	defer rc.SetReadDeadline(time.Time{})
 
 	if r.ContentLength > h.maxBody {
 		return nil, noop, errTooLarge // refused before anything is read
@@ -523,6 +523,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, func
 			release()
 			return nil, noop, errTooLarge
 		case err == io.EOF:
+			_ = rc.SetReadDeadline(time.Time{})
 			return b, release, nil
 		case err != nil:
 			release()
