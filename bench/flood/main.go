@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"os/exec"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -59,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	only := fs.String("kinds", strings.Join(kinds, ","), "attacks to rotate through")
 	probeEvery := fs.Duration("probe", 250*time.Millisecond, "interval between probes")
 	payload := fs.String("payload", "internal/webhook/testdata/package.published.container.real.json", "the signed delivery's body")
+	attacker := fs.Bool("attacker", false, "be the attackers only (the process the prober starts)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -86,17 +88,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
-	a := &attack{addr: *addr, body: make([]byte, *bodySize)}
-	for i := range a.body {
-		a.body[i] = 'x'
+	if *attacker {
+		a := &attack{addr: *addr, body: make([]byte, *bodySize)}
+		for i := range a.body {
+			a.body[i] = 'x'
+		}
+		var wg sync.WaitGroup
+		for i := range *conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.loop(ctx, i, use[i%len(use)])
+			}()
+		}
+		wg.Wait()
+		fmt.Fprintf(stdout, "attack: %d connections for %s (%s), %d requests sent, %d answered\n",
+			*conns, *duration, strings.Join(use, ","), a.sent.Load(), a.answered.Load())
+		for _, kind := range use {
+			fmt.Fprintf(stdout, "  %-12s answers %s\n", kind, a.statuses(kind))
+		}
+		return nil
 	}
-	var wg sync.WaitGroup
-	for i := range *conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.loop(ctx, i, use[i%len(use)])
-		}()
+
+	// The attackers run in a process of their own, as they would on other
+	// hosts: sharing this one's scheduler with a thousand busy goroutines,
+	// the probes would measure their own wait for a turn.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var attackOut strings.Builder
+	child := exec.CommandContext(context.WithoutCancel(ctx), self, append(slices.Clone(args), "-attacker")...)
+	child.Stdout, child.Stderr = &attackOut, &attackOut
+	if err := child.Start(); err != nil {
+		return err
 	}
 
 	p := &prober{addr: *addr, secret: []byte(secret), payload: signed}
@@ -119,17 +144,13 @@ probing:
 			hwm = h
 		}
 	}
-	cancel()
-	wg.Wait()
+	if err := child.Wait(); err != nil {
+		return fmt.Errorf("attackers: %v\n%s", err, attackOut.String())
+	}
 	if h := vmHWM(*pid); h > hwm {
 		hwm = h
 	}
-
-	fmt.Fprintf(stdout, "attack: %d connections for %s (%s), %d requests sent, %d answered\n",
-		*conns, *duration, strings.Join(use, ","), a.sent.Load(), a.answered.Load())
-	for _, kind := range use {
-		fmt.Fprintf(stdout, "  %-12s answers %s\n", kind, a.statuses(kind))
-	}
+	io.WriteString(stdout, attackOut.String())
 	healthz, delivery := p.summary()
 	fmt.Fprintf(stdout, "probes: /healthz %s\n", healthz)
 	fmt.Fprintf(stdout, "probes: signed delivery %s\n", delivery)

@@ -48,6 +48,7 @@ type Listener struct {
 	mu      sync.Mutex
 	room    *sync.Cond // signalled when a connection closes or starts waiting
 	open    int
+	closing int       // half-closed connections that gave up their place (see CloseWrite)
 	waiting list.List // of *conn, longest waiting first
 	closed  bool
 }
@@ -197,12 +198,13 @@ func (l *Listener) answerLocked(c *conn) {
 // by l.mu.
 type conn struct {
 	net.Conn
-	l      *Listener
-	elem   *list.Element // on l.waiting while it waits on its client
-	since  time.Time     // when it began to wait
-	closed bool
-	once   sync.Once
-	read   atomic.Bool // the server has begun to read it
+	l       *Listener
+	elem    *list.Element // on l.waiting while it waits on its client
+	since   time.Time     // when it began to wait
+	closed  bool
+	closing bool // half-closed, counted in l.closing instead of l.open
+	once    sync.Once
+	read    atomic.Bool // the server has begun to read it
 }
 
 // Read reads from the connection; the server's first read marks the
@@ -231,7 +233,11 @@ func (c *conn) release() {
 		l.mu.Lock()
 		c.closed = true
 		l.answerLocked(c)
-		l.open--
+		if c.closing {
+			l.closing--
+		} else {
+			l.open--
+		}
 		l.room.Signal()
 		l.mu.Unlock()
 	})
@@ -239,14 +245,27 @@ func (c *conn) release() {
 
 // CloseWrite half-closes the connection, as the server does before it
 // closes one whose client may still be sending (a body it refused unread).
-// The server then waits half a second so that the client can read the
-// answer; the connection keeps its place meanwhile, so that refused
-// requests cannot pile up faster than they are let go.
+// The server then waits half a second, holding nothing but its goroutine,
+// so that the client can read the answer. Such a connection gives up its
+// place for one of max/2 places kept for closing connections, while one is
+// free; otherwise it keeps its place. So refused requests cannot keep new
+// ones out for that half second, nor pile up without bound.
 func (c *conn) CloseWrite() error {
+	var err error
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+		err = cw.CloseWrite()
 	}
-	return nil
+	l := c.l
+	l.mu.Lock()
+	if !c.closed && !c.closing && l.closing < l.max/2 {
+		c.closing = true
+		l.closing++
+		l.open--
+		l.answerLocked(c)
+		l.room.Signal()
+	}
+	l.mu.Unlock()
+	return err
 }
 
 // body marks its connection as waiting on the client while the handler
