@@ -1,6 +1,7 @@
 -- wrk script: POST the real 11 KB package payload, signed, to /hooks/github.
 -- BENCH_PAYLOAD is the payload file, BENCH_SIGNATURE its X-Hub-Signature-256
 -- (computed by run.sh with openssl), BENCH_RUN a prefix unique per run.
+-- It prints a RESULT line (errors_status counts answers other than 2xx and 3xx).
 -- Every request carries a new X-GitHub-Delivery, or all but the first would
 -- be answered as duplicates.
 

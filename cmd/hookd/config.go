@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/and3rn3t/hookd/internal/api"
 	"github.com/and3rn3t/hookd/internal/verify"
 )
 
@@ -37,6 +39,8 @@ type Config struct {
 	Concurrency      int
 	QueueSize        int
 	MaxBodyBytes     int64
+	MaxConnections   int
+	TrustedProxies   []string
 	LogFormat        string
 	LogLevel         string
 	PruneImages      bool
@@ -57,6 +61,9 @@ type Config struct {
 	// Sigstore trusted root (default: public-good through TUF).
 	Verify                string
 	VerifyTrustedRootFile string
+	// readable lists the files holding secrets that every user of the
+	// host can read; serve warns about each.
+	readable []string
 }
 
 // urlList is a list of URLs separated by white space (a space, a new
@@ -115,9 +122,12 @@ var settings = []setting{
 	{key: "queue_size", env: "HOOKD_QUEUE_SIZE", def: "64",
 		help:  "deploy jobs that may wait; beyond it deliveries get 503",
 		field: func(c *Config) any { return &c.QueueSize }},
-	{key: "max_body_bytes", env: "HOOKD_MAX_BODY_BYTES", def: "1048576",
-		help:  "largest webhook body accepted (413 beyond)",
+	{key: "max_body_bytes", env: "HOOKD_MAX_BODY_BYTES", def: "131072",
+		help:  "largest webhook body accepted (413 beyond); GitHub's package deliveries are 10-30 KB",
 		field: func(c *Config) any { return &c.MaxBodyBytes }},
+	{key: "max_connections", env: "HOOKD_MAX_CONNECTIONS", def: "256",
+		help:  "connections kept open per listener; beyond it the one that waited longest on its client is closed",
+		field: func(c *Config) any { return &c.MaxConnections }},
 	{key: "metrics_listen", env: "HOOKD_METRICS_LISTEN",
 		help:  "serve /metrics on this address instead of the main listener",
 		field: func(c *Config) any { return &c.MetricsListen }},
@@ -160,6 +170,9 @@ var settings = []setting{
 	{key: "verify_trusted_root_file", env: "HOOKD_VERIFY_TRUSTED_ROOT_FILE",
 		help:  "Sigstore trusted root to verify against: a trusted_root.json, or what gh attestation trusted-root prints (also GitHub's own instance, which signs private repositories' attestations); default: the public-good root through TUF, cached in state_dir",
 		field: func(c *Config) any { return &c.VerifyTrustedRootFile }},
+	{key: "trusted_proxies", env: "HOOKD_TRUSTED_PROXIES",
+		help:  "reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For / Forwarded name the client, e.g. for the limit on failed logins",
+		field: func(c *Config) any { return &c.TrustedProxies }},
 	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
 		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
 		field: func(c *Config) any { return &c.LabelFilter }},
@@ -230,6 +243,12 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		values, err := readYAML(path)
 		if err != nil {
 			problems.add("%v", err)
+		}
+		for _, st := range settings {
+			if _, ok := values[st.key]; ok && st.secret {
+				c.noteReadable(path)
+				break
+			}
 		}
 		for _, s := range settings {
 			if v, ok := values[s.key]; ok {
@@ -351,6 +370,7 @@ func applySecretFile(c *Config, s setting, name, source string, problems *config
 		problems.add("%s: %v", source, err)
 		return
 	}
+	c.noteReadable(name)
 	var lines []string
 	for _, l := range strings.Split(string(data), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -368,6 +388,13 @@ func applySecretFile(c *Config, s setting, name, source string, problems *config
 		*p = strings.Fields(strings.Join(lines, "\n"))
 	case *string:
 		*p = lines[0]
+	}
+}
+
+// noteReadable remembers name if it holds a secret every user can read.
+func (c *Config) noteReadable(name string) {
+	if fi, err := os.Stat(name); err == nil && fi.Mode().Perm()&0o004 != 0 && !slices.Contains(c.readable, name) {
+		c.readable = append(c.readable, name)
 	}
 }
 
@@ -475,6 +502,12 @@ func validate(c *Config, problems *configError) {
 	// GitHub caps payloads at 25 MB; its package events are about 11 KB.
 	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 25<<20 {
 		problems.add("max_body_bytes: must be between 1024 and 26214400, got %d", c.MaxBodyBytes)
+	}
+	if c.MaxConnections < 16 || c.MaxConnections > 65536 {
+		problems.add("max_connections: must be between 16 and 65536, got %d", c.MaxConnections)
+	}
+	if _, err := api.ParseProxies(c.TrustedProxies); err != nil {
+		problems.add("trusted_proxies: %v (examples: 127.0.0.1, 10.0.0.0/8, ::1)", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		problems.add("log_format: must be text or json, got %q", c.LogFormat)

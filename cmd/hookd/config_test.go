@@ -45,7 +45,7 @@ log_format: json
 			env:  map[string]string{"HOOKD_WEBHOOK_SECRET": "0123456789"},
 			want: func(c Config) string {
 				if c.Listen != ":8080" || c.PollInterval != 5*time.Minute || c.RegistryHost != "ghcr.io" ||
-					c.HealthTimeout != 60*time.Second || c.StateDir != "/var/lib/hookd" || c.MaxBodyBytes != 1<<20 ||
+					c.HealthTimeout != 60*time.Second || c.StateDir != "/var/lib/hookd" || c.MaxBodyBytes != 128<<10 || c.MaxConnections != 256 ||
 					c.Concurrency != 1 || c.LogFormat != "text" {
 					return "defaults not applied"
 				}
@@ -147,6 +147,14 @@ func TestLoadConfigErrors(t *testing.T) {
 				"HOOKD_CONCURRENCY": "0",
 			},
 			want: []string{"HOOKD_POLL_INTERVAL", "listen:", "log_format:", "health_timeout:", "concurrency:"},
+		},
+		{
+			name: "trusted proxies and connection cap",
+			env: map[string]string{
+				"HOOKD_WEBHOOK_SECRET": "0123456789", "HOOKD_TRUSTED_PROXIES": "127.0.0.1, proxy.lan",
+				"HOOKD_MAX_CONNECTIONS": "4",
+			},
+			want: []string{`trusted_proxies: "proxy.lan" is not an address or CIDR prefix`, "max_connections: must be between 16 and 65536, got 4"},
 		},
 		{
 			name: "secret and secret file both set",

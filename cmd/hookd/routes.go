@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"time"
 
@@ -31,13 +32,14 @@ type routeDeps struct {
 	healthy       func() error
 	pages         *web.Site         // the status page; nil: not served
 	failedLogins  *api.FailedLogins // shared by the API and the page's sign-in; nil: the API's own
+	proxies       []netip.Prefix    // trusted_proxies
 }
 
 // routes is hookd's whole HTTP surface on its main listener.
 func routes(logger *slog.Logger, d routeDeps) http.Handler {
 	apiLog := logger.With("component", "api")
 	r := chi.NewRouter()
-	r.Use(recoverer(logger), requestLog(logger))
+	r.Use(recoverer(logger), api.RealClient(d.proxies), requestLog(logger))
 	r.NotFound(handleError(http.StatusNotFound, "not found"))
 	r.MethodNotAllowed(handleError(http.StatusMethodNotAllowed, "method not allowed"))
 
@@ -87,7 +89,7 @@ func statusPage(r chi.Router, p *web.Site) {
 // metricsRoutes serves /metrics alone, on metrics_listen.
 func metricsRoutes(logger *slog.Logger, d routeDeps) http.Handler {
 	r := chi.NewRouter()
-	r.Use(recoverer(logger))
+	r.Use(recoverer(logger), api.RealClient(d.proxies))
 	r.With(metricsAuth(d.metricsTokens, logger)).Method(http.MethodGet, "/metrics", d.metrics)
 	return r
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/and3rn3t/hookd/internal/api"
 	"github.com/and3rn3t/hookd/internal/composehash"
+	"github.com/and3rn3t/hookd/internal/connlimit"
 	"github.com/and3rn3t/hookd/internal/containers"
 	"github.com/and3rn3t/hookd/internal/deploy"
 	"github.com/and3rn3t/hookd/internal/deployer"
@@ -100,6 +101,10 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 func serve(ctx context.Context, cfg Config, getenv func(string) string, logw io.Writer) error {
 	logger := newLogger(cfg, logw)
 	composehash.RouteLogs(logger.With("component", "compose"))
+	for _, name := range cfg.readable {
+		logger.Warn("secret file readable by every user on this host",
+			"file", name, "fix", "chmod 600 "+name+" (or chmod 640 and a group hookd's user is in)")
+	}
 	dbPath := filepath.Join(cfg.StateDir, "hookd.db")
 	st, err := store.Open(dbPath, store.Options{Logger: logger.With("component", "store")})
 	if err != nil {
@@ -220,7 +225,8 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		logger.Warn("api disabled: no HOOKD_API_TOKEN configured; /api/v1 answers 404 and the client verbs cannot be used")
 	}
 
-	stopping := make(chan struct{}) // closed when shutdown begins
+	proxies, _ := api.ParseProxies(cfg.TrustedProxies) // validated already
+	stopping := make(chan struct{})                    // closed when shutdown begins
 	failedLogins := api.NewFailedLogins()
 	pages, err := web.New(web.Config{
 		Tokens:       toBytes(cfg.APITokens),
@@ -250,6 +256,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		healthy:       dep.Healthy,
 		pages:         pages,
 		failedLogins:  failedLogins,
+		proxies:       proxies,
 	}
 	servers := []*http.Server{newServer(cfg.Listen, routes(logger, surface), logger)}
 	if cfg.MetricsListen != "" {
@@ -265,7 +272,10 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 			close(workersDone)
 			return workersDone, fmt.Errorf("listen: %w", err)
 		}
-		listeners = append(listeners, ln)
+		lim := connlimit.New(ln, cfg.MaxConnections, m.ConnectionsShed.Inc)
+		srv.ConnState, srv.ConnContext = lim.ConnState, lim.ConnContext
+		srv.Handler = connlimit.TrackBodies(srv.Handler)
+		listeners = append(listeners, lim)
 	}
 
 	// Workers get their own context: they must outlive the HTTP server's
@@ -423,9 +433,11 @@ func newServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		ReadTimeout:       30 * time.Second,
 		// Long enough for GitHub's 10 s delivery timeout and a scrape; the
 		// API's wait=true answers extend their own deadline.
-		WriteTimeout:   60 * time.Second,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
+		WriteTimeout: 60 * time.Second,
+		IdleTimeout:  120 * time.Second,
+		// GitHub's headers are about 1 KB; every connection still reading
+		// its headers may hold this much.
+		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 }

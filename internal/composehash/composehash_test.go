@@ -12,11 +12,13 @@ import (
 
 // The hashes Compose v5.6.0 printed for testdata/compose.yml with
 // `docker compose --profile web config --hash '*'`, which hashes each
-// service without resolving its references to other services.
+// service without resolving its references to other services. The project
+// binds no relative path: Compose hashes a bind mount's absolute source, so
+// such a hash would hold only in the checkout it was printed in.
 var composeHashes = map[string]string{
 	"app":     "bbedfd39659d7d4afe4e8938f0625f908a4d636b5d6cc1563a2e36dde3104393",
 	"db":      "94f80b9e45de3de75932406f7b90c572bdd26f40829547dd91d7b436dc1ec86a",
-	"torrent": "c5dcdbaad196efd406f052bd77293e3b976fb7e4051b9422c2e66dcce61db2e7",
+	"torrent": "7e2774cf508dfe717ee2f2c13bee625dcea825d9cf0baca7f73ef119b3c2135c",
 	"vpn":     "b580b9969e9166cf1a4f3839eb4137be9c84eb423cb707f7eea91f3093538633",
 }
 

@@ -43,6 +43,12 @@ type State interface {
 	strategy.Journal
 }
 
+// batchState is a State that can persist several jobs in one transaction,
+// later ones winning, as the bbolt store can.
+type batchState interface {
+	PutJobs(ctx context.Context, jobs []deploy.Job) error
+}
+
 // Source finds the targets of one kind (containers, services).
 type Source interface {
 	Kind() string
@@ -121,6 +127,10 @@ type Deployer struct {
 	// mu never is, so target look-ups and health answers never wait on the
 	// disk. Lock order: submitMu, then mu.
 	submitMu sync.Mutex
+	// batch holds the Submits waiting for submitMu, for its next holder to
+	// write together (see Submit).
+	batchMu sync.Mutex
+	batch   []*submission
 
 	mu          sync.Mutex
 	targets     map[string]deploy.Target // by name
@@ -219,8 +229,14 @@ func (d *Deployer) Targets() []deploy.Target {
 //
 // Submit returns deploy.ErrUnknownTarget when req.Target names no target,
 // deploy.ErrQueueFull when the queue has no room for the new jobs (none is
-// queued then), and an error when the jobs cannot be persisted. Returned
-// jobs are persisted before Submit returns.
+// queued then), and an error when the jobs cannot be persisted (none is
+// queued then either). Returned jobs are persisted before Submit returns.
+// A request that matches no target writes nothing.
+//
+// Concurrent Submits are group-committed: while one writes its jobs, the
+// requests that arrive meanwhile wait, and the next of them writes all
+// their jobs in one transaction, so that a burst of deliveries shares one
+// sync of the disk (an SD card's slowest and most wearing operation).
 func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job, error) {
 	var want deploy.ImageRef
 	if req.Repository != "" {
@@ -240,34 +256,140 @@ func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job
 		req.ReceivedAt = time.Now()
 	}
 
+	// A request no target follows changes nothing: it need not wait for
+	// anyone's write.
+	d.mu.Lock()
+	none := req.Target == "" && len(d.matchLocked(req, want)) == 0
+	d.mu.Unlock()
+	if none {
+		return []deploy.Job{}, nil
+	}
+
+	s := &submission{ctx: ctx, req: req, want: want, done: make(chan struct{})}
+	d.batchMu.Lock()
+	d.batch = append(d.batch, s)
+	d.batchMu.Unlock()
 	d.submitMu.Lock()
-	defer d.submitMu.Unlock()
+	select {
+	case <-s.done: // an earlier holder wrote it with its own
+	default:
+		d.batchMu.Lock()
+		batch := d.batch
+		d.batch = nil
+		d.batchMu.Unlock()
+		d.submitLocked(context.WithoutCancel(ctx), batch)
+	}
+	d.submitMu.Unlock()
+	return s.jobs, s.err
+}
+
+// submission is one Submit waiting for its batch to be written.
+type submission struct {
+	ctx  context.Context
+	req  deploy.Request
+	want deploy.ImageRef
+	jobs []deploy.Job
+	err  error
+	done chan struct{} // closed once jobs and err are set
+}
+
+// submitLocked plans every submission of batch in order, as if each had
+// come alone (a later one coalesces into a job an earlier one queued),
+// persists all their jobs in one write, queues and publishes them, and
+// completes each submission. d.submitMu must be held.
+func (d *Deployer) submitLocked(ctx context.Context, batch []*submission) {
+	staged := make(map[string]*deploy.Job) // target → its job as this batch leaves it
+	var writes []deploy.Job
+	fresh := 0
+	now := time.Now().UTC()
+	d.mu.Lock()
+	for _, s := range batch {
+		if err := s.ctx.Err(); err != nil {
+			s.err = err
+			continue
+		}
+		s.jobs, s.err = d.planLocked(s.req, s.want, staged, &fresh, now)
+		writes = append(writes, s.jobs...)
+	}
+	d.mu.Unlock()
+
+	// Persist outside d.mu: the disk may be slow (an SD card). submitMu
+	// keeps any other change of the pending set out meanwhile.
+	var err error
+	if len(writes) > 0 {
+		if err = d.putJobs(ctx, writes); err != nil {
+			err = fmt.Errorf("submit: persist jobs: %w", err)
+		}
+	}
 
 	d.mu.Lock()
+	for _, s := range batch {
+		if s.err != nil || len(s.jobs) == 0 {
+			continue
+		}
+		if err != nil {
+			s.jobs, s.err = nil, err
+			continue
+		}
+		for _, j := range s.jobs {
+			if j.Status == deploy.StatusQueued {
+				if d.pending[j.Target] == nil {
+					d.order = append(d.order, j.Target)
+				}
+				jc := j.Clone()
+				d.pending[j.Target] = &jc
+			}
+			if s.req.Trigger == deploy.TriggerWebhook {
+				d.lastWebhook[j.Target] = s.req.ReceivedAt
+			}
+		}
+	}
+	d.metrics.QueuePending.Set(float64(len(d.pending)))
+	d.notifyLocked()
+	d.mu.Unlock()
+
+	for _, s := range batch {
+		if s.err == nil {
+			for _, j := range s.jobs {
+				d.events.publish(string(j.Status), j)
+			}
+		}
+		close(s.done)
+	}
+}
+
+// matchLocked returns the targets req matches, by name. d.mu must be held.
+func (d *Deployer) matchLocked(req deploy.Request, want deploy.ImageRef) []deploy.Target {
 	var matched []deploy.Target
 	if req.Target != "" {
-		t, ok := d.targets[req.Target]
-		if !ok {
-			d.mu.Unlock()
-			return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
-		}
-		if req.Repository == "" || t.Matches(want) {
+		if t, ok := d.targets[req.Target]; ok && (req.Repository == "" || t.Matches(want)) {
 			matched = append(matched, t)
 		}
-	} else {
-		for _, t := range d.targets {
-			if req.Repository == "" || t.Matches(want) {
-				matched = append(matched, t)
-			}
+		return matched
+	}
+	for _, t := range d.targets {
+		if req.Repository == "" || t.Matches(want) {
+			matched = append(matched, t)
 		}
 	}
 	// Dependencies first (a push that updates a database and the app
 	// that depends on it deploys the database first), else by name.
 	deploy.SortByDependencies(matched)
+	return matched
+}
 
+// planLocked returns the jobs req makes, coalescing into the job a target
+// has pending, or has staged earlier in this batch, and stages its own.
+// fresh counts the new pending jobs of the batch so far. d.mu must be held.
+func (d *Deployer) planLocked(req deploy.Request, want deploy.ImageRef, staged map[string]*deploy.Job, fresh *int, now time.Time) ([]deploy.Job, error) {
+	if req.Target != "" {
+		if _, ok := d.targets[req.Target]; !ok {
+			return nil, fmt.Errorf("submit %q: %w", req.Target, deploy.ErrUnknownTarget)
+		}
+	}
+	matched := d.matchLocked(req, want)
 	jobs := make([]deploy.Job, 0, len(matched))
-	fresh := 0
-	now := time.Now().UTC()
+	n := 0
 	for _, t := range matched {
 		r := req
 		r.Target = t.Name
@@ -277,7 +399,11 @@ func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job
 			jobs = append(jobs, j)
 			continue
 		}
-		if p := d.pending[t.Name]; p != nil {
+		p := staged[t.Name]
+		if p == nil {
+			p = d.pending[t.Name]
+		}
+		if p != nil {
 			// Coalesce: the newest request wins, but a force is never lost.
 			j := p.Clone()
 			r.Force = r.Force || j.Request.Force
@@ -285,53 +411,33 @@ func (d *Deployer) Submit(ctx context.Context, req deploy.Request) ([]deploy.Job
 			jobs = append(jobs, j)
 			continue
 		}
-		fresh++
+		n++
 		jobs = append(jobs, d.newJobLocked(t, r, now))
 	}
-	if len(d.pending)+fresh > d.cfg.QueueSize {
-		d.mu.Unlock()
+	if len(d.pending)+*fresh+n > d.cfg.QueueSize {
 		return nil, deploy.ErrQueueFull
 	}
-	d.mu.Unlock()
-
-	// Persist outside d.mu: the disk may be slow (an SD card). submitMu
-	// keeps any other change of the pending set out meanwhile.
-	saved := jobs[:0:0]
-	var err error
-	for _, j := range jobs {
-		if err = d.state.PutJob(ctx, j); err != nil {
-			// Jobs persisted before this one stay queued; a retried
-			// request coalesces into them.
-			err = fmt.Errorf("submit %q: persist job: %w", j.Target, err)
-			break
+	*fresh += n
+	for i := range jobs {
+		if jobs[i].Status == deploy.StatusQueued {
+			jc := jobs[i].Clone()
+			staged[jc.Target] = &jc
 		}
-		saved = append(saved, j)
-	}
-
-	d.mu.Lock()
-	for _, j := range saved {
-		if j.Status == deploy.StatusQueued {
-			if d.pending[j.Target] == nil {
-				d.order = append(d.order, j.Target)
-			}
-			jc := j.Clone()
-			d.pending[j.Target] = &jc
-		}
-		if err == nil && req.Trigger == deploy.TriggerWebhook {
-			d.lastWebhook[j.Target] = req.ReceivedAt
-		}
-	}
-	d.metrics.QueuePending.Set(float64(len(d.pending)))
-	d.notifyLocked()
-	d.mu.Unlock()
-
-	for _, j := range saved {
-		d.events.publish(string(j.Status), j)
-	}
-	if err != nil {
-		return nil, err
 	}
 	return jobs, nil
+}
+
+// putJobs persists jobs, in one transaction when the state can.
+func (d *Deployer) putJobs(ctx context.Context, jobs []deploy.Job) error {
+	if b, ok := d.state.(batchState); ok {
+		return b.PutJobs(ctx, jobs)
+	}
+	for _, j := range jobs {
+		if err := d.state.PutJob(ctx, j); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // newJobLocked returns a queued job of t for r. d.mu must be held.

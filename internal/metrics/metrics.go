@@ -20,6 +20,7 @@ const (
 	OutcomeBadRequest       = "bad_request"
 	OutcomeTooLarge         = "too_large"
 	OutcomeQueueFull        = "queue_full"
+	OutcomeBusy             = "busy"
 
 	PollUnchanged   = "unchanged"
 	PollChanged     = "changed"
@@ -41,6 +42,9 @@ const (
 type Metrics struct {
 	WebhookDeliveries   *prometheus.CounterVec // event, outcome
 	WebhookLastDelivery prometheus.Gauge
+	// ConnectionsShed counts connections closed to make room for a new one
+	// at max_connections: each had waited longest on its client.
+	ConnectionsShed prometheus.Counter
 
 	Deploys              *prometheus.CounterVec   // target, trigger, outcome
 	DeployDuration       *prometheus.HistogramVec // phase
@@ -104,6 +108,10 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		WebhookLastDelivery: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hookd_webhook_last_delivery_timestamp_seconds",
 			Help: "Unix time of the last correctly signed webhook delivery.",
+		}),
+		ConnectionsShed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookd_http_connections_shed_total",
+			Help: "Connections closed to make room for a new one at max_connections (each had waited longest on its client).",
 		}),
 		Deploys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookd_deploys_total",
@@ -187,7 +195,7 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		info,
-		m.WebhookDeliveries, m.WebhookLastDelivery,
+		m.WebhookDeliveries, m.WebhookLastDelivery, m.ConnectionsShed,
 		m.Deploys, m.DeployDuration, m.DeployLeadTime, m.ImageAgeAtDeploy,
 		m.Rollbacks, m.DeployInProgress, m.QueuePending, m.LastSuccessfulDeploy,
 		m.TargetInfo, m.PollChecks, m.RegistryRequests, m.EventsDropped,

@@ -32,8 +32,11 @@ func (s *Store) Seen(ctx context.Context, id string) (bool, error) {
 	return seen, nil
 }
 
-// Record remembers the delivery id as seen at at. It also deletes a few
-// expired entries, so the table stays bounded without a background job.
+// Record remembers the delivery id as seen at at. An id already recorded
+// at at or later (PutJobs records the delivery ids of the jobs it writes)
+// writes nothing.
+// A write also deletes a few expired entries, so the table stays bounded
+// without a background job.
 func (s *Store) Record(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -42,18 +45,17 @@ func (s *Store) Record(ctx context.Context, id string, at time.Time) error {
 		return errors.New("record delivery: empty id")
 	}
 	key := []byte(id)
-	ts := timeBytes(at)
+	var known bool
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketDeliveries).Get(key)
+		known = v != nil && !bytesTime(v).Before(at)
+		return nil
+	})
+	if known {
+		return nil
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		d, times := tx.Bucket(bucketDeliveries), tx.Bucket(bucketDeliveryTimes)
-		if old := d.Get(key); old != nil {
-			if err := times.Delete(jobKey(old, key)); err != nil {
-				return err
-			}
-		}
-		if err := d.Put(key, ts); err != nil {
-			return err
-		}
-		if err := times.Put(jobKey(ts, key), nil); err != nil {
+		if err := s.recordDelivery(tx, key, timeBytes(at)); err != nil {
 			return err
 		}
 		_, err := s.pruneDeliveries(tx, recordPruneBatch)
@@ -63,6 +65,20 @@ func (s *Store) Record(ctx context.Context, id string, at time.Time) error {
 		return fmt.Errorf("record delivery %s: %w", id, err)
 	}
 	return nil
+}
+
+// recordDelivery stores the delivery id key as recorded at ts.
+func (s *Store) recordDelivery(tx *bolt.Tx, key, ts []byte) error {
+	d, times := tx.Bucket(bucketDeliveries), tx.Bucket(bucketDeliveryTimes)
+	if old := d.Get(key); old != nil {
+		if err := times.Delete(jobKey(old, key)); err != nil {
+			return err
+		}
+	}
+	if err := d.Put(key, ts); err != nil {
+		return err
+	}
+	return times.Put(jobKey(ts, key), nil)
 }
 
 // Prune deletes delivery ids older than Options.DeliveryTTL and returns how

@@ -13,25 +13,58 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// PutJob inserts or updates j. A new job may prune the oldest final jobs of
-// its target beyond Options.JobsPerTarget; queued and running jobs are never
-// pruned, they are pending requests.
+// PutJob inserts or updates j, as PutJobs does.
 func (s *Store) PutJob(ctx context.Context, j deploy.Job) error {
+	return s.PutJobs(ctx, []deploy.Job{j})
+}
+
+// PutJobs inserts or updates the jobs, in order (a later version of a job
+// wins), in one transaction and so with one sync of the disk. A new job may
+// prune the oldest final jobs of its target beyond Options.JobsPerTarget;
+// queued and running jobs are never pruned, they are pending requests.
+//
+// A job whose request is a webhook delivery records the delivery id with
+// it (as Record does), so that a redelivery is known for a duplicate
+// exactly when the job it queued is on disk.
+func (s *Store) PutJobs(ctx context.Context, jobs []deploy.Job) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if j.ID == "" || j.Target == "" {
-		return fmt.Errorf("put job %q: id and target are required", j.ID)
+	vals := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		if j.ID == "" || j.Target == "" {
+			return fmt.Errorf("put job %q: id and target are required", j.ID)
+		}
+		val, err := json.Marshal(j)
+		if err != nil {
+			return fmt.Errorf("encode job %s: %w", j.ID, err)
+		}
+		vals[i] = val
 	}
-	val, err := json.Marshal(j)
-	if err != nil {
-		return fmt.Errorf("encode job %s: %w", j.ID, err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return s.putJob(tx, j, val)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		recorded := false
+		for i, j := range jobs {
+			if err := s.putJob(tx, j, vals[i]); err != nil {
+				return fmt.Errorf("put job %s: %w", j.ID, err)
+			}
+			if id := j.Request.ID; j.Request.Trigger == deploy.TriggerWebhook && id != "" {
+				if err := s.recordDelivery(tx, []byte(id), timeBytes(j.Request.ReceivedAt)); err != nil {
+					return fmt.Errorf("record delivery %s: %w", id, err)
+				}
+				recorded = true
+			}
+		}
+		if recorded {
+			_, err := s.pruneDeliveries(tx, recordPruneBatch)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("put job %s: %w", j.ID, err)
+		if len(jobs) == 1 {
+			return err
+		}
+		return fmt.Errorf("put %d jobs: %w", len(jobs), err)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-github/v75/github"
@@ -29,11 +30,27 @@ import (
 	"github.com/and3rn3t/hookd/internal/reply"
 )
 
-// Defaults for Config's zero values.
+// Defaults for Config's zero values. A package delivery is about 11 KB, a
+// big one about 30 KB.
 const (
-	DefaultMaxBodyBytes = 1 << 20
+	DefaultMaxBodyBytes = 128 << 10
 	DefaultRegistryHost = "ghcr.io"
+	DefaultMaxReads     = 16
+	DefaultBodyTimeout  = 5 * time.Second
 )
+
+// A delivery that finds every read slot taken waits this long for one, so
+// that a burst of real deliveries (a multi-platform push sends several at
+// once) queues instead of failing; at most maxReadWaiters wait, the rest
+// are answered 503 at once.
+const (
+	readWait       = 250 * time.Millisecond
+	maxReadWaiters = 64
+)
+
+// smallBody is how much of a body is read without a read slot: more than a
+// package delivery.
+const smallBody = 16 << 10
 
 // maxDeliveryIDLen bounds what is remembered and logged per delivery id;
 // GitHub's ids are 36-character UUIDs.
@@ -52,6 +69,13 @@ type Config struct {
 	Secrets [][]byte
 	// MaxBodyBytes caps a delivery's body; DefaultMaxBodyBytes when zero.
 	MaxBodyBytes int64
+	// MaxReads caps the bodies larger than 16 KiB read at once, before
+	// their signature is known; DefaultMaxReads when zero. A delivery
+	// beyond it is answered 503 (counted as outcome "busy").
+	MaxReads int
+	// BodyTimeout is how long a client may take to send a body once hookd
+	// starts reading it; DefaultBodyTimeout when zero.
+	BodyTimeout time.Duration
 	// RegistryHost is the registry GitHub package events map to, as the
 	// targets' image references name it; DefaultRegistryHost when empty.
 	RegistryHost string
@@ -99,6 +123,9 @@ type Submitter interface {
 type Handler struct {
 	secrets    [][]byte
 	maxBody    int64
+	bodyTime   time.Duration
+	reads      chan struct{} // a slot per body being read
+	waiters    atomic.Int32  // deliveries waiting for a slot
 	host       string
 	sub        Submitter
 	deliveries Deliveries
@@ -137,6 +164,20 @@ func NewHandler(cfg Config, sub Submitter, deliveries Deliveries, m *metrics.Met
 	case maxBody < 0:
 		errs = append(errs, fmt.Errorf("webhook body limit %d is negative", maxBody))
 	}
+	maxReads := cfg.MaxReads
+	switch {
+	case maxReads == 0:
+		maxReads = DefaultMaxReads
+	case maxReads < 0:
+		errs = append(errs, fmt.Errorf("webhook read limit %d is negative", maxReads))
+	}
+	bodyTime := cfg.BodyTimeout
+	switch {
+	case bodyTime == 0:
+		bodyTime = DefaultBodyTimeout
+	case bodyTime < 0:
+		errs = append(errs, fmt.Errorf("webhook body timeout %s is negative", bodyTime))
+	}
 	host := strings.ToLower(cfg.RegistryHost)
 	if host == "" {
 		host = DefaultRegistryHost
@@ -162,6 +203,8 @@ func NewHandler(cfg Config, sub Submitter, deliveries Deliveries, m *metrics.Met
 	return &Handler{
 		secrets:    secrets,
 		maxBody:    maxBody,
+		bodyTime:   bodyTime,
+		reads:      make(chan struct{}, maxReads),
 		host:       host,
 		sub:        sub,
 		deliveries: deliveries,
@@ -182,6 +225,7 @@ var (
 	errDeliveryID  = errors.New("missing or malformed X-GitHub-Delivery header")
 	errContentType = errors.New("unsupported content type")
 	errInternal    = errors.New("internal error")
+	errBusy        = errors.New("too many deliveries at once, retry later")
 )
 
 // errorTable maps errors to answers. The client gets the sentinel's text;
@@ -199,14 +243,18 @@ var errorTable = []struct {
 	{errContentType, http.StatusUnsupportedMediaType, metrics.OutcomeBadRequest},
 	{errMethod, http.StatusMethodNotAllowed, metrics.OutcomeBadRequest},
 	{deploy.ErrQueueFull, http.StatusServiceUnavailable, metrics.OutcomeQueueFull},
+	{errBusy, http.StatusServiceUnavailable, metrics.OutcomeBusy},
 }
 
 // writeError answers err and returns the status and metrics outcome.
 func writeError(w http.ResponseWriter, err error) (status int, outcome string) {
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
-			if e.status == http.StatusMethodNotAllowed {
+			switch e.status {
+			case http.StatusMethodNotAllowed:
 				w.Header().Set("Allow", http.MethodPost)
+			case http.StatusServiceUnavailable:
+				w.Header().Set("Retry-After", "1")
 			}
 			reply.JSON(w, e.status, errorAnswer{Error: e.err.Error()})
 			return e.status, e.outcome
@@ -313,11 +361,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, d *delivery) (an
 	if r.Method != http.MethodPost {
 		return answer{}, errMethod
 	}
-	body, err := readBody(w, r, h.maxBody)
-	if err != nil {
-		return answer{}, err
+	body, release, err := h.readBody(w, r)
+	if err == nil {
+		err = verifySignature(r.Header, body, h.secrets)
 	}
-	if err := verifySignature(r.Header, body, h.secrets); err != nil {
+	release() // from here on, the body is a signed delivery's
+	if err != nil {
 		return answer{}, err
 	}
 	d.signed = true
@@ -388,18 +437,20 @@ func (h *Handler) pkg(ctx context.Context, d *delivery, event string, payload []
 	if err != nil {
 		return answer{}, fmt.Errorf("submit %s: %w", m.image(), err)
 	}
-	// Recorded only now, so a delivery answered 503 can be redelivered. The
-	// request is queued whatever the client does, so its cancellation must
-	// not lose the record.
+	if len(jobs) == 0 {
+		// Nothing recorded, nothing written: a redelivery finds no target
+		// either. Counted as ignored, not queued: nothing will deploy, and
+		// an alert on "queued but no deploy followed" must not fire for an
+		// image that no target follows.
+		return ignored(d, reasonNoTarget, m.image()), nil
+	}
+	// Recorded only now, so a delivery answered 503 can be redelivered
+	// (the bbolt store has recorded it with its jobs already, and this
+	// writes nothing). The request is queued whatever the client does, so
+	// its cancellation must not lose the record.
 	if err := h.deliveries.Record(context.WithoutCancel(ctx), d.id, d.received); err != nil {
 		d.attrs = append(d.attrs, slog.String("record_err", err.Error()))
 		d.level = slog.LevelWarn
-	}
-	if len(jobs) == 0 {
-		// Counted as ignored, not queued: nothing will deploy, and an
-		// alert on "queued but no deploy followed" must not fire for an
-		// image that no target follows.
-		return ignored(d, reasonNoTarget, m.image()), nil
 	}
 	a := queuedAnswer{
 		Status:     "queued",
@@ -495,21 +546,91 @@ func ignored(d *delivery, reason, image string) answer {
 	}
 }
 
-// readBody reads the body, at most limit bytes of it. A body announced
-// larger is refused before anything is read.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, errTooLarge
+// readBody reads the body into memory, at most h.maxBody bytes of it,
+// within h.bodyTime, and returns it with the function that releases its
+// read slot, to be called once the signature has been checked.
+//
+// What strangers can make hookd hold is bounded twice over: the first
+// smallBody bytes of a body (a whole package delivery) are read without a
+// slot, and only as many bodies as there are connections can be read at
+// once; a body larger than that needs one of the MaxReads slots, waiting up
+// to readWait for one (errBusy otherwise).
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, func(), error) {
+	noop := func() {}
+	// Not every ResponseWriter has a deadline (a recorder has none); the
+	// server's ReadTimeout still holds then. Once the whole body is in, the
+	// deadline is lifted: the server's watch for a client that hangs up
+	// would otherwise take it for one that did. After an error it stays,
+	// for the server reads what is left of a body before it answers.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.bodyTime))
+
+	if r.ContentLength > h.maxBody {
+		return nil, noop, errTooLarge // refused before anything is read
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, errTooLarge
+	// A body that announces its length (GitHub's do) is read into a buffer
+	// of that size, with one byte more so that its end is seen without
+	// growing it; one byte beyond the limit tells a body too large.
+	limit := int(h.maxBody) + 1
+	want := 512
+	if r.ContentLength >= 0 {
+		want = int(r.ContentLength) + 1
+	}
+	b := make([]byte, 0, min(want, smallBody))
+	release := noop
+	for {
+		if len(b) == cap(b) {
+			next := min(max(2*cap(b), want), limit)
+			if next > smallBody && cap(b) <= smallBody {
+				if err := h.acquireRead(r.Context()); err != nil {
+					return nil, noop, err
+				}
+				release = h.releaseRead
+			}
+			b = append(make([]byte, 0, next), b...)
 		}
-		return nil, fmt.Errorf("%w: %v", errReadBody, err)
+		n, err := r.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		switch {
+		case len(b) > int(h.maxBody):
+			release()
+			return nil, noop, errTooLarge
+		case err == io.EOF:
+			_ = rc.SetReadDeadline(time.Time{})
+			return b, release, nil
+		case err != nil:
+			release()
+			return nil, noop, fmt.Errorf("%w: %v", errReadBody, err)
+		}
 	}
-	return b, nil
 }
+
+// acquireRead takes a read slot, waiting up to readWait for one when
+// fewer than maxReadWaiters already wait; errBusy otherwise.
+func (h *Handler) acquireRead(ctx context.Context) error {
+	select {
+	case h.reads <- struct{}{}:
+		return nil
+	default:
+	}
+	if h.waiters.Add(1) > maxReadWaiters {
+		h.waiters.Add(-1)
+		return errBusy
+	}
+	defer h.waiters.Add(-1)
+	t := time.NewTimer(readWait)
+	defer t.Stop()
+	select {
+	case h.reads <- struct{}{}:
+		return nil
+	case <-t.C:
+		return errBusy
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", errReadBody, ctx.Err())
+	}
+}
+
+func (h *Handler) releaseRead() { <-h.reads }
 
 // extractPayload returns the JSON payload of a body in either content type
 // GitHub offers. The signature covers the body as sent, so this runs after
