@@ -183,6 +183,9 @@ func printDeployJobs(w io.Writer, jobs []api.Job, final bool) {
 		if p := jobProblem(j); p != "" {
 			fmt.Fprintf(w, "%s: %s\n", j.Target, p)
 		}
+		for _, n := range j.Notes {
+			fmt.Fprintf(w, "%s: %s\n", j.Target, n)
+		}
 	}
 }
 

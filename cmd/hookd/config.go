@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/and3rn3t/hookd/internal/verify"
 )
 
 // Config is everything hookd serve needs. It is read from defaults, then the
@@ -41,7 +43,26 @@ type Config struct {
 	LabelFilter      string
 	ShutdownTimeout  time.Duration
 	PublicURL        string
+
+	// Reporting: GitHub deployment statuses and notifications.
+	GitHubToken         string
+	GitHubAPIURL        string
+	GitHubEnvironment   string
+	GitHubRequireChecks bool
+	NotifyURLs          urlList
+	NotifyLevel         string
+	NotifyTemplate      string
+	NotifyTemplateFile  string
+	// Verify is off, warn or enforce; VerifyTrustedRootFile pins the
+	// Sigstore trusted root (default: public-good through TUF).
+	Verify                string
+	VerifyTrustedRootFile string
 }
+
+// urlList is a list of URLs separated by white space (a space, a new
+// line), as watchtower takes its notification URLs: a URL may hold commas
+// (ntfy tags, Telegram chats) but never a space.
+type urlList []string
 
 // setting describes one configuration key in all its spellings. Secrets are
 // never flags (they would show in ps); they come from the file, the
@@ -65,7 +86,7 @@ var settings = []setting{
 		help:  "GitHub webhook secret (required); several, comma-separated (one per line in a file), while rotating",
 		field: func(c *Config) any { return &c.WebhookSecrets }},
 	{key: "api_token", env: "HOOKD_API_TOKEN", secret: true,
-		help:  "bearer token(s) for /api/v1 and the client verbs; the API is off without one",
+		help:  "bearer token(s) for /api/v1 and the client verbs, and what people sign in to the status page with; both are off without one",
 		field: func(c *Config) any { return &c.APITokens }},
 	{key: "state_dir", env: "HOOKD_STATE_DIR", def: "/var/lib/hookd",
 		help:  "directory of the state file hookd.db (created 0700)",
@@ -109,6 +130,36 @@ var settings = []setting{
 	{key: "public_url", env: "HOOKD_PUBLIC_URL",
 		help:  "the address people reach hookd at (https://pi.example.net/hookd); links in notifications and GitHub deployment statuses point there",
 		field: func(c *Config) any { return &c.PublicURL }},
+	{key: "github_token", env: "HOOKD_GITHUB_TOKEN", secret: true,
+		help:  "token that reports deploys as GitHub deployments on the commit (Deployments: read and write, or classic repo_deployment); off without one",
+		field: func(c *Config) any { return &c.GitHubToken }},
+	{key: "github_api_url", env: "HOOKD_GITHUB_API_URL", def: "https://api.github.com/",
+		help:  "GitHub's REST API; for GitHub Enterprise Server https://HOST/api/v3/",
+		field: func(c *Config) any { return &c.GitHubAPIURL }},
+	{key: "github_environment", env: "HOOKD_GITHUB_ENVIRONMENT",
+		help:  "environment of the GitHub deployments (label hookd.github-environment overrides); default: the Docker host's name",
+		field: func(c *Config) any { return &c.GitHubEnvironment }},
+	{key: "github_require_checks", env: "HOOKD_GITHUB_REQUIRE_CHECKS", def: "false",
+		help:  "refuse to deploy a commit whose GitHub checks are not all green (waits for pending ones, refuses when GitHub cannot be asked)",
+		field: func(c *Config) any { return &c.GitHubRequireChecks }},
+	{key: "notify_urls", env: "HOOKD_NOTIFY_URLS", secret: true,
+		help:  "shoutrrr URLs to notify of finished deploys (ntfy://, discord://, generic+https://, …), separated by spaces or lines",
+		field: func(c *Config) any { return &c.NotifyURLs }},
+	{key: "notify_level", env: "HOOKD_NOTIFY_LEVEL", def: "info",
+		help:  "which deploys are told: error (rollbacks, failures, refusals), info (also successes) or debug (also up to date)",
+		field: func(c *Config) any { return &c.NotifyLevel }},
+	{key: "notify_template", env: "HOOKD_NOTIFY_TEMPLATE",
+		help:  "Go text/template for the notification text (see the README), instead of hookd's",
+		field: func(c *Config) any { return &c.NotifyTemplate }},
+	{key: "notify_template_file", env: "HOOKD_NOTIFY_TEMPLATE_FILE",
+		help:  "file holding notify_template",
+		field: func(c *Config) any { return &c.NotifyTemplateFile }},
+	{key: "verify", env: "HOOKD_VERIFY", def: "off",
+		help:  "verify image signatures (Sigstore) before deploying: off, warn (deploy and record the failure) or enforce (refuse what the expected workflow did not sign); label hookd.verify overrides per target",
+		field: func(c *Config) any { return &c.Verify }},
+	{key: "verify_trusted_root_file", env: "HOOKD_VERIFY_TRUSTED_ROOT_FILE",
+		help:  "Sigstore trusted root to verify against: a trusted_root.json, or what gh attestation trusted-root prints (also GitHub's own instance, which signs private repositories' attestations); default: the public-good root through TUF, cached in state_dir",
+		field: func(c *Config) any { return &c.VerifyTrustedRootFile }},
 	{key: "label_filter", env: "HOOKD_LABEL_FILTER",
 		help:  "only manage targets that also carry this label (key or key=value), so several hookd can share one engine",
 		field: func(c *Config) any { return &c.LabelFilter }},
@@ -276,7 +327,11 @@ func readYAML(path string) (map[string]string, error) {
 			for _, it := range v.Content {
 				items = append(items, it.Value)
 			}
-			values[k.Value] = strings.Join(items, ",")
+			sep := ","
+			if _, ok := s.field(&Config{}).(*urlList); ok {
+				sep = "\n"
+			}
+			values[k.Value] = strings.Join(items, sep)
 		default:
 			problems = append(problems, fmt.Sprintf("%s: line %d: %s must be a single value", path, v.Line, k.Value))
 		}
@@ -309,6 +364,8 @@ func applySecretFile(c *Config, s setting, name, source string, problems *config
 	switch p := s.field(c).(type) {
 	case *[]string:
 		*p = lines
+	case *urlList:
+		*p = strings.Fields(strings.Join(lines, "\n"))
 	case *string:
 		*p = lines[0]
 	}
@@ -327,6 +384,8 @@ func assign(p any, v string) error {
 				*p = append(*p, item)
 			}
 		}
+	case *urlList:
+		*p = strings.Fields(v)
 	case *time.Duration:
 		if v == "0" {
 			*p = 0
@@ -430,11 +489,20 @@ func validate(c *Config, problems *configError) {
 			problems.add("public_url: %q is not an http(s) address (example: https://pi.example.net/hookd)", c.PublicURL)
 		}
 	}
+	validateReporting(c, problems)
 	if k, _, _ := strings.Cut(c.LabelFilter, "="); c.LabelFilter != "" && (k == "" || strings.ContainsAny(c.LabelFilter, " ,")) {
 		problems.add("label_filter: %q is not key or key=value", c.LabelFilter)
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems.add("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
+	}
+	if _, err := verify.ParseMode(c.Verify); err != nil {
+		problems.add("verify: %v", err)
+	}
+	if c.VerifyTrustedRootFile != "" {
+		if _, err := verify.LoadTrustedRootFile(c.VerifyTrustedRootFile); err != nil {
+			problems.add("verify_trusted_root_file: %v", err)
+		}
 	}
 }
 

@@ -167,6 +167,12 @@ func TestLoadConfigErrors(t *testing.T) {
 			want: []string{"/nonexistent/hookd.yaml"},
 		},
 		{
+			name: "verify mode and trusted root checked before start",
+			env: map[string]string{"HOOKD_WEBHOOK_SECRET": "0123456789", "HOOKD_VERIFY": "strict",
+				"HOOKD_VERIFY_TRUSTED_ROOT_FILE": typo},
+			want: []string{`verify: "strict" is not off, warn or enforce`, "verify_trusted_root_file: trusted root " + typo + ": line 1"},
+		},
+		{
 			name: "short poll interval",
 			env:  map[string]string{"HOOKD_WEBHOOK_SECRET": "0123456789", "HOOKD_POLL_INTERVAL": "1s"},
 			want: []string{"poll_interval: must be 0 (off) or at least 10s"},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/and3rn3t/hookd/internal/api"
 	"github.com/and3rn3t/hookd/internal/reply"
+	"github.com/and3rn3t/hookd/internal/web"
 )
 
 // routeDeps is what hookd's HTTP surface serves.
@@ -28,6 +29,8 @@ type routeDeps struct {
 	metricsApart  bool     // /metrics is served by metricsRoutes on its own listener
 	ready         func(context.Context) error
 	healthy       func() error
+	pages         *web.Site         // the status page; nil: not served
+	failedLogins  *api.FailedLogins // shared by the API and the page's sign-in; nil: the API's own
 }
 
 // routes is hookd's whole HTTP surface on its main listener.
@@ -42,7 +45,7 @@ func routes(logger *slog.Logger, d routeDeps) http.Handler {
 	r.Route(api.Prefix, func(r chi.Router) {
 		// Authentication comes before routing, so that an unauthenticated
 		// client cannot map the API by its 404s and 405s.
-		r.Use(apiAuth(d.apiTokens, apiLog))
+		r.Use(apiAuth(d.apiTokens, d.failedLogins, apiLog))
 		r.Method(http.MethodPost, "/deploy", api.HandleDeploy(d.deployments, d.deploy, apiLog))
 		r.Method(http.MethodGet, "/targets", api.HandleTargets(d.deployments, d.poller, apiLog))
 		r.Method(http.MethodGet, "/jobs", api.HandleJobs(d.deployments, apiLog))
@@ -53,7 +56,32 @@ func routes(logger *slog.Logger, d routeDeps) http.Handler {
 	}
 	r.Method(http.MethodGet, "/healthz", handleHealthz(d.healthy))
 	r.Method(http.MethodGet, "/readyz", handleReadyz(d.ready))
+	if d.pages != nil {
+		statusPage(r, d.pages)
+	}
 	return r
+}
+
+// statusPage places the status page (internal/web). Guard answers every
+// path with "the status page is off" while no API token is set; the
+// assets and the sign-in need no session, everything else does.
+func statusPage(r chi.Router, p *web.Site) {
+	r.Group(func(r chi.Router) {
+		r.Use(p.Guard)
+		r.Method(http.MethodGet, "/assets/{file}", p.Assets())
+		r.Method(http.MethodGet, "/login", p.SignInForm())
+		r.Method(http.MethodPost, "/login", p.SignIn())
+		r.Group(func(r chi.Router) {
+			r.Use(p.RequireSession)
+			r.Method(http.MethodGet, "/", p.Overview())
+			r.Method(http.MethodGet, "/targets/{name}", p.Target())
+			r.Method(http.MethodPost, "/targets/{name}/deploy", p.Deploy())
+			r.Method(http.MethodGet, "/jobs/{id}", p.Job())
+			r.Method(http.MethodGet, "/deliveries", p.RecentDeliveries())
+			r.Method(http.MethodGet, "/events", p.Events())
+			r.Method(http.MethodPost, "/logout", p.SignOut())
+		})
+	})
 }
 
 // metricsRoutes serves /metrics alone, on metrics_listen.
@@ -65,9 +93,13 @@ func metricsRoutes(logger *slog.Logger, d routeDeps) http.Handler {
 }
 
 // apiAuth guards /api/v1; without a token the API is off and says so.
-func apiAuth(tokens [][]byte, logger *slog.Logger) func(http.Handler) http.Handler {
+// Failed attempts count in failures when it is set.
+func apiAuth(tokens [][]byte, failures *api.FailedLogins, logger *slog.Logger) func(http.Handler) http.Handler {
 	if len(tokens) == 0 {
 		return api.Disabled
+	}
+	if failures != nil {
+		return api.RequireBearerLimited("hookd", tokens, failures, logger)
 	}
 	return api.RequireBearer("hookd", tokens, logger)
 }
@@ -130,15 +162,16 @@ func handleError(status int, msg string) http.HandlerFunc {
 	}
 }
 
-// requestLog logs one line per request; probes and scrapes at debug level
-// so that an idle hookd keeps its log quiet.
+// requestLog logs one line per request; probes, scrapes and the status
+// page's event streams (which a proxy may cut and the browser reopen every
+// minute) at debug level so that an idle hookd keeps its log quiet.
 func requestLog(logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			m := httpsnoop.CaptureMetrics(next, w, r)
 			level := slog.LevelInfo
 			switch r.URL.Path {
-			case "/healthz", "/readyz", "/metrics":
+			case "/healthz", "/readyz", "/metrics", "/events":
 				level = slog.LevelDebug
 			}
 			logger.Log(r.Context(), level, "http request",

@@ -31,6 +31,8 @@ import (
 	"github.com/and3rn3t/hookd/internal/registry"
 	"github.com/and3rn3t/hookd/internal/store"
 	"github.com/and3rn3t/hookd/internal/swarmsvc"
+	"github.com/and3rn3t/hookd/internal/verify"
+	"github.com/and3rn3t/hookd/internal/web"
 	"github.com/and3rn3t/hookd/internal/webhook"
 )
 
@@ -164,12 +166,24 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		Metrics:  m,
 		Logger:   logger.With("component", "registry"),
 	})
-	dep, err := newDeployer(cfg, docker, regClient, keychain, st, m, logger)
+	rep, err := newReporters(ctx, cfg, docker, m, logger)
 	if err != nil {
 		close(workersDone)
 		return workersDone, err
 	}
+	dep, err := newDeployer(cfg, docker, regClient, keychain, st, m, logger, rep.gates(cfg)...)
+	if err != nil {
+		close(workersDone)
+		return workersDone, err
+	}
+	// The reporters hear every job event from the start and send what the
+	// last jobs left due once the workers stopped (see reporters.stop).
+	rep.start(dep)
+	defer rep.stop()
 
+	// The status page learns from the poller's look-ups which registries
+	// refuse hookd's credentials.
+	credentials := web.WatchCredentials(regClient)
 	var (
 		poll      *poller.Poller
 		apiPoller api.Poller // stays a nil interface when polling is off
@@ -180,7 +194,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 			Metrics:  m,
 			Logger:   logger.With("component", "poller"),
 			Digests:  st,
-		}, dep, dep, regClient)
+		}, dep, dep, credentials)
 		apiPoller = poll
 	} else {
 		logger.Info("polling off (HOOKD_POLL_INTERVAL=0): only webhooks and the API trigger deploys")
@@ -189,10 +203,12 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 	// Deliveries go straight to the deployer. The poller keeps quiet while
 	// they arrive by reading the targets' LastWebhook, not by standing in
 	// their way.
+	recent := web.NewDeliveries(0, 0) // the status page's recent deliveries
 	hook, err := webhook.NewHandler(webhook.Config{
 		Secrets:      toBytes(cfg.WebhookSecrets),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RegistryHost: cfg.RegistryHost,
+		Log:          recent,
 	}, dep, st, m, logger.With("component", "webhook"))
 	if err != nil {
 		close(workersDone)
@@ -203,6 +219,22 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 	}
 
 	stopping := make(chan struct{}) // closed when shutdown begins
+	failedLogins := api.NewFailedLogins()
+	pages, err := web.New(web.Config{
+		Tokens:       toBytes(cfg.APITokens),
+		PublicURL:    cfg.PublicURL,
+		PollInterval: cfg.PollInterval,
+		Poller:       apiPoller,
+		Deliveries:   recent,
+		Credentials:  credentials,
+		FailedLogins: failedLogins,
+		Stopping:     stopping,
+		Logger:       logger.With("component", "web"),
+	}, dep)
+	if err != nil {
+		close(workersDone)
+		return workersDone, err
+	}
 	surface := routeDeps{
 		webhook:       hook,
 		deployments:   dep,
@@ -214,6 +246,8 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		metricsApart:  cfg.MetricsListen != "",
 		ready:         readiness(logger, dep.Ready, st.Writable),
 		healthy:       dep.Healthy,
+		pages:         pages,
+		failedLogins:  failedLogins,
 	}
 	servers := []*http.Server{newServer(cfg.Listen, routes(logger, surface), logger)}
 	if cfg.MetricsListen != "" {
@@ -305,7 +339,7 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 // newDeployer wires the deployer with its sources of targets (containers
 // first: a container keeps a name a service also has) and its strategies.
 func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keychain authn.Keychain,
-	st *store.Store, m *metrics.Metrics, logger *slog.Logger,
+	st *store.Store, m *metrics.Metrics, logger *slog.Logger, gates ...deployer.Gate,
 ) (*deployer.Deployer, error) {
 	scope := deploy.Scope(cfg.LabelFilter)
 	ccfg := containers.Config{
@@ -323,6 +357,10 @@ func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keycha
 		Scope:      scope,
 		Logger:     logger.With("component", "swarm"),
 	}
+	gate, err := newVerifyGate(cfg, docker, reg, m, logger)
+	if err != nil {
+		return nil, err
+	}
 	return deployer.New(deployer.Config{
 		State: st,
 		Ping: func(ctx context.Context) error {
@@ -331,13 +369,47 @@ func newDeployer(cfg Config, docker *client.Client, reg *registry.Client, keycha
 		},
 		Sources: []deployer.Source{containers.NewSource(docker, ccfg), swarmsvc.NewSource(docker, scfg)},
 		Strategies: map[string]deployer.Strategy{
-			containers.Name: containers.NewRecreate(docker, ccfg),
-			swarmsvc.Name:   swarmsvc.New(docker, reg, scfg),
+			containers.Name:           containers.NewRecreate(docker, ccfg),
+			containers.StartFirstName: containers.NewStartFirst(docker, ccfg),
+			swarmsvc.Name:             swarmsvc.New(docker, reg, scfg),
 		},
+		// The signature first: a deploy GitHub hears of is one hookd may run.
+		Gates:       append([]deployer.Gate{gate}, gates...),
 		Concurrency: cfg.Concurrency,
 		QueueSize:   cfg.QueueSize,
 		Metrics:     m,
 		Logger:      logger.With("component", "deployer"),
+	})
+}
+
+// newVerifyGate wires the signature gate. It is always in place, since a
+// target's hookd.verify label may turn verification on where the setting
+// has it off; the public-good trusted root is fetched (through TUF, into
+// <state_dir>/sigstore) only when a signature is first checked.
+func newVerifyGate(cfg Config, docker *client.Client, reg *registry.Client, m *metrics.Metrics, logger *slog.Logger) (*verify.Gate, error) {
+	mode, err := verify.ParseMode(cfg.Verify)
+	if err != nil {
+		return nil, err // validated already
+	}
+	log := logger.With("component", "verify")
+	var trust verify.Trust
+	if cfg.VerifyTrustedRootFile != "" {
+		roots, err := verify.LoadTrustedRootFile(cfg.VerifyTrustedRootFile)
+		if err != nil {
+			return nil, err
+		}
+		trust = roots
+	} else {
+		trust = verify.NewTUF(verify.TUFConfig{CacheDir: filepath.Join(cfg.StateDir, "sigstore"), Logger: log})
+	}
+	return verify.New(verify.Config{
+		Mode:           mode,
+		Trust:          trust,
+		Registry:       reg,
+		Labels:         verify.EngineLabels{Docker: docker},
+		GitHubRegistry: cfg.RegistryHost,
+		Metrics:        m,
+		Logger:         log,
 	})
 }
 

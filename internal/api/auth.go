@@ -36,6 +36,13 @@ const (
 // digests, all of them, in constant time, so the time taken tells neither
 // a token's length nor which one matched.
 func RequireBearer(realm string, tokens [][]byte, logger *slog.Logger) func(http.Handler) http.Handler {
+	return RequireBearerLimited(realm, tokens, NewFailedLogins(), logger)
+}
+
+// RequireBearerLimited is RequireBearer counting failures in failures, so
+// that doors sharing one FailedLogins (the API and the status page's
+// sign-in) give a guesser one budget between them, not one each.
+func RequireBearerLimited(realm string, tokens [][]byte, failures *FailedLogins, logger *slog.Logger) func(http.Handler) http.Handler {
 	var sums [][sha256.Size]byte
 	for _, t := range tokens {
 		if len(t) > 0 {
@@ -43,12 +50,11 @@ func RequireBearer(realm string, tokens [][]byte, logger *slog.Logger) func(http
 		}
 	}
 	challenge := `Bearer realm="` + realm + `"`
-	failures := newFailureLimiter(authFailureLimit, authFailureWindow)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ip := clientIP(r)
-			if failures.blocked(ip) {
-				w.Header().Set("Retry-After", failures.retryAfter())
+			if failures.l.blocked(ip) {
+				w.Header().Set("Retry-After", failures.l.retryAfter())
 				writeError(w, r, logger, errTooManyFailures, ErrorResponse{})
 				return
 			}
@@ -59,8 +65,8 @@ func RequireBearer(realm string, tokens [][]byte, logger *slog.Logger) func(http
 			}
 			logger.WarnContext(r.Context(), "authentication failed",
 				"realm", realm, "client_ip", ip, "method", r.Method, "path", r.URL.Path)
-			if failures.fail(w, r, ip) {
-				w.Header().Set("Retry-After", failures.retryAfter())
+			if failures.l.fail(w, r, ip) {
+				w.Header().Set("Retry-After", failures.l.retryAfter())
 				writeError(w, r, logger, errTooManyFailures, ErrorResponse{})
 				return
 			}
@@ -68,6 +74,31 @@ func RequireBearer(realm string, tokens [][]byte, logger *slog.Logger) func(http
 			writeError(w, r, logger, errUnauthorized, ErrorResponse{})
 		})
 	}
+}
+
+// FailedLogins counts failed authentications per client IP (an IPv6
+// client: its /64): after 10 within a minute the client is refused, even
+// with the right token, until the minute has passed. Successes are never
+// counted. It is safe for concurrent use.
+type FailedLogins struct {
+	l *failureLimiter
+}
+
+// NewFailedLogins returns an empty count.
+func NewFailedLogins() *FailedLogins {
+	return &FailedLogins{l: newFailureLimiter(authFailureLimit, authFailureWindow)}
+}
+
+// Blocked reports whether r's client has used up its failures; retryAfter
+// is the Retry-After value (seconds) to answer with.
+func (f *FailedLogins) Blocked(r *http.Request) (retryAfter string, blocked bool) {
+	return f.l.retryAfter(), f.l.blocked(clientIP(r))
+}
+
+// Fail counts a failure of r's client and reports whether the client has
+// now used up its failures. It sets no header on w.
+func (f *FailedLogins) Fail(w http.ResponseWriter, r *http.Request) (retryAfter string, blocked bool) {
+	return f.l.retryAfter(), f.l.fail(w, r, clientIP(r))
 }
 
 // Disabled is middleware for hookd without an API token: it answers every

@@ -37,6 +37,7 @@ func HandleTargets(d Deployments, p Poller, logger *slog.Logger) http.Handler {
 				Digest:     t.Digest,
 				ImageID:    t.ImageID,
 				RolledBack: t.RolledBack,
+				Refused:    t.Refused,
 			}
 			last, err := d.Jobs(r.Context(), deploy.JobFilter{Target: t.Name, Limit: 1})
 			if err != nil {

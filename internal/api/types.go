@@ -51,9 +51,21 @@ type Job struct {
 	FinishedAt     time.Time          `json:"finished_at,omitzero"`
 	// DurationSeconds is FinishedAt - StartedAt once both are known.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
-	// Notes are facts recorded on the job for people to read (a restart
-	// coalesced it into another job, the engine restarted during it).
+	// Notes are facts gates and reporters recorded on the job: a verified
+	// signer, a warning, a restart that coalesced it into another job, the
+	// engine restarting during it.
 	Notes []string `json:"notes,omitempty"`
+	// Verified is the signature checked before the deploy, when one was.
+	Verified *Verification `json:"verified,omitempty"`
+}
+
+// Verification is who signed a deployed image and, for a CI workflow,
+// from which commit and ref.
+type Verification struct {
+	Identity string `json:"identity"`
+	Issuer   string `json:"issuer"`
+	Commit   string `json:"commit,omitempty"`
+	Ref      string `json:"ref,omitempty"`
 }
 
 // Target is a container or service hookd deploys.
@@ -69,6 +81,9 @@ type Target struct {
 	// RolledBack is the digest whose deploy the target last rolled back;
 	// polling does not try it again.
 	RolledBack string `json:"rolled_back_digest,omitempty"`
+	// Refused is the digest a check (a signature) last refused for the
+	// target; polling does not try it again.
+	Refused string `json:"refused_digest,omitempty"`
 	// NextPoll is zero when polling is off for the target.
 	NextPoll time.Time `json:"next_poll,omitzero"`
 }
@@ -119,10 +134,13 @@ func jobView(j deploy.Job) Job {
 		CreatedAt:      j.CreatedAt,
 		StartedAt:      j.StartedAt,
 		FinishedAt:     j.FinishedAt,
-		Notes:          j.Notes,
 	}
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		v.DurationSeconds = j.FinishedAt.Sub(j.StartedAt).Seconds()
+	}
+	v.Notes = j.Notes
+	if s := j.Verified; s.Identity != "" {
+		v.Verified = &Verification{Identity: s.Identity, Issuer: s.Issuer, Commit: s.Commit, Ref: s.Ref}
 	}
 	return v
 }

@@ -224,6 +224,9 @@ func (r *Recreate) Reconcile(ctx context.Context, jr strategy.Journal, settle fu
 	sort.Strings(names)
 	for _, name := range names {
 		st := byName[name]
+		if st.Strategy != "" {
+			continue // another strategy's entry: it reconciles its own (StartFirst.Reconcile)
+		}
 		log := r.log.With("target", name, "job_id", st.JobID, "phase", st.Phase)
 		dir, err := r.recover(ctx, name, st)
 		if err != nil {

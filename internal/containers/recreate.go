@@ -3,7 +3,9 @@
 // on the new image, gates the replacement on its health and rolls back when
 // it fails; every step is journalled first, and Reconcile settles at
 // start-up whatever a crash left half done, so that exactly one container
-// runs under each target's name.
+// runs under each target's name. StartFirst, opt-in, gates the new version
+// next to the old one instead, for apps behind a reverse proxy. Both gates
+// can also probe the container (hookd.probe, probe.go).
 package containers
 
 import (
@@ -82,6 +84,12 @@ type Recreate struct {
 	docker Docker
 	cfg    Config
 	log    *slog.Logger
+
+	// Set by another strategy that shares the recreate's preparation
+	// (start-first): fit says why the target does not suit it (the job is
+	// refused before anything is pulled), replace swaps in its own way.
+	fit     func(ctx context.Context, cur containerInspect) error
+	replace func(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, log *slog.Logger) strategy.Outcome
 }
 
 // NewRecreate returns the recreate strategy.
@@ -144,6 +152,9 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 		j.DigestAfter = j.DigestBefore
 		return strategy.Outcome{Status: deploy.StatusUpToDate}
 	}
+	if out, stop := r.precheck(ctx, cur); stop {
+		return run.Interrupted(out)
+	}
 
 	// Finding containers that share cur's network namespace lists every
 	// container, which takes tens of milliseconds on a busy engine: ask
@@ -187,7 +198,11 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 	if err != nil {
 		return strategy.Failed(err)
 	}
-	out := r.swap(ctx, run, cur, sp, log)
+	swap := r.swap
+	if r.replace != nil {
+		swap = r.replace
+	}
+	out := swap(ctx, run, cur, sp, log)
 	// Services are not pruned, nor anything after a failure: the previous
 	// image is the way back.
 	if out.Status == deploy.StatusSucceeded && r.cfg.PruneImages {

@@ -90,6 +90,7 @@ func (s *Source) Inspect(ctx context.Context, idOrName string) (deploy.Target, b
 	}
 	t.Ref, t.Image, t.Tag, t.ImageID = ref, ref.Repository(), ref.Tag, c.Image
 	t.HealthTimeout = s.rc.healthTimeout(c.Config.Labels)
+	t.Labels = deploy.HookdLabels(c.Config.Labels)
 	if img, err := s.docker.ImageInspect(ctx, c.Image); err == nil {
 		t.Digest = deploy.RepoDigest(img.RepoDigests, ref, "")
 	}

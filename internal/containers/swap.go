@@ -159,7 +159,7 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 		hasHealth := hasHealthcheck(newC.Config)
 		log.Info("replacement started; waiting for health gate", "healthcheck", hasHealth, "timeout_seconds", timeout.Seconds())
 		t1 := time.Now()
-		v, err = r.gate(ctx, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime)
+		v, err = r.gateProbed(ctx, cur, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime) // probe.go
 		run.Phase("health", t1)
 		if lost := r.gateLost(err, v); lost != nil {
 			return r.afterEngineLoss(run, st, verdict{}, lost, log)
@@ -243,7 +243,7 @@ func (r *Recreate) settleEarlier(ctx context.Context, jr strategy.Journal, name 
 		if st.Target != name {
 			continue
 		}
-		if _, err := r.recover(ctx, name, st); err != nil {
+		if _, err := r.settleStep(ctx, name, st); err != nil { // the entry may be start-first's
 			return fmt.Errorf("unfinished swap of %q from job %s could not be reconciled: %w", name, st.JobID, err)
 		}
 		if err := jr.DeleteStep(ctx, name); err != nil {

@@ -100,6 +100,23 @@ type Job struct {
 	// Notes are facts a gate or reporter recorded on the job (a verified
 	// signer, a warning, a GitHub deployment), for people to read.
 	Notes []string `json:"notes,omitempty"`
+	// Verified is what the signature a gate verified says about the new
+	// image; zero when none was verified.
+	Verified Verification `json:"verified,omitzero"`
+}
+
+// Verification is what a verified signature says about an image: who
+// signed it and, for a CI workflow, from which commit it was built.
+type Verification struct {
+	// Identity is the signing certificate's subject; for GitHub Actions the
+	// workflow, "https://github.com/OWNER/REPO/.github/workflows/build.yml@refs/heads/main".
+	Identity string `json:"identity"`
+	// Issuer is the OIDC issuer that vouched for it.
+	Issuer string `json:"issuer"`
+	// Commit and Ref are the source repository digest and ref the
+	// certificate names, when it names them.
+	Commit string `json:"commit,omitempty"`
+	Ref    string `json:"ref,omitempty"`
 }
 
 // OCI image labels hookd reads.
@@ -131,6 +148,9 @@ type Step struct {
 	OldID  string    `json:"old_id,omitempty"`
 	NewID  string    `json:"new_id,omitempty"`
 	At     time.Time `json:"at"`
+	// Strategy names the strategy that wrote the entry and settles it
+	// after a crash; empty for the recreate strategy.
+	Strategy string `json:"strategy,omitempty"`
 }
 
 // Errors returned by Submit and the job look-ups.
@@ -138,6 +158,11 @@ var (
 	ErrQueueFull     = errors.New("deploy queue is full")
 	ErrUnknownTarget = errors.New("unknown target")
 	ErrJobNotFound   = errors.New("job not found")
+	// ErrRejected marks a gate's verdict on the image itself (unsigned,
+	// signed by someone else), as opposed to a failure to decide (a
+	// registry that did not answer). The deployer remembers a rejected
+	// digest per target and refuses unforced requests for it at once.
+	ErrRejected = errors.New("rejected")
 )
 
 // Clone returns a copy of j that shares no map or slice with it.

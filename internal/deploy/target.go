@@ -13,6 +13,14 @@ const (
 	LabelStrategy      = "hookd.strategy"
 )
 
+// Labels the reporters read on a target: the address it serves at, and
+// where and whether its deploys show on GitHub.
+const (
+	LabelURL               = "hookd.url"
+	LabelGitHubEnvironment = "hookd.github-environment"
+	LabelGitHubDeployments = "hookd.github-deployments"
+)
+
 // Kinds of target.
 const (
 	KindContainer = "container"
@@ -25,7 +33,8 @@ type Target struct {
 	ID   string `json:"id"`
 	Kind string `json:"kind"` // KindContainer or KindService
 	// Strategy names how the target is deployed: "recreate" for a
-	// container (the default), "service-update" for a service.
+	// container (the default) or "start-first" (opted in with the
+	// hookd.strategy label), "service-update" for a service.
 	Strategy string `json:"strategy,omitempty"`
 	// Image is the normalised repository the target follows, Tag its tag.
 	Image string   `json:"image"`
@@ -43,10 +52,33 @@ type Target struct {
 	// (or Swarm did), until a later deploy of it succeeds or finds it up
 	// to date: an unforced request for it is refused.
 	RolledBack string `json:"rolled_back_digest,omitempty"`
+	// Refused is the digest a gate last rejected for this target (see
+	// ErrRejected), until a later deploy succeeds or finds it up to date:
+	// an unforced request for it is refused without asking the gate again.
+	Refused string `json:"refused_digest,omitempty"`
 	// LastWebhook is when a webhook delivery last asked for this target
 	// (a request the deployer accepted); the poller stays quiet while
 	// deliveries arrive.
 	LastWebhook time.Time `json:"last_webhook,omitzero"`
+	// Labels are the target's hookd.* labels (see HookdLabels), for the
+	// parts of hookd that read one of their own (the reporters).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// HookdLabels returns the labels whose key starts with "hookd.", or nil.
+// A target keeps only these: the rest (Compose's, the image's) are many
+// and of no use to hookd.
+func HookdLabels(labels map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range labels {
+		if strings.HasPrefix(k, "hookd.") {
+			if out == nil {
+				out = make(map[string]string)
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // Matches reports whether the target follows ref's repository and tag.

@@ -65,3 +65,17 @@ func TestScope(t *testing.T) {
 		}
 	}
 }
+
+func TestHookdLabels(t *testing.T) {
+	got := HookdLabels(map[string]string{
+		LabelEnable: "true", LabelURL: "https://web.example.net",
+		"com.docker.compose.service": "web", "org.opencontainers.image.revision": "abc", "hookdx": "no",
+	})
+	want := map[string]string{LabelEnable: "true", LabelURL: "https://web.example.net"}
+	if len(got) != len(want) || got[LabelEnable] != want[LabelEnable] || got[LabelURL] != want[LabelURL] {
+		t.Errorf("HookdLabels = %v, want %v", got, want)
+	}
+	if got := HookdLabels(map[string]string{"maintainer": "x"}); got != nil {
+		t.Errorf("HookdLabels without hookd labels = %v, want nil", got)
+	}
+}

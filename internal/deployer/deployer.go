@@ -125,6 +125,7 @@ type Deployer struct {
 	mu          sync.Mutex
 	targets     map[string]deploy.Target // by name
 	rolledBack  map[string]string        // target → digest its last rollback left
+	rejected    map[string]rejection     // target → digest a gate last rejected
 	lastWebhook map[string]time.Time     // target → when a delivery last asked for it
 	discovered  bool
 	started     bool
@@ -181,6 +182,7 @@ func New(cfg Config) (*Deployer, error) {
 		log:         cfg.Logger,
 		targets:     make(map[string]deploy.Target),
 		rolledBack:  make(map[string]string),
+		rejected:    make(map[string]rejection),
 		lastWebhook: make(map[string]time.Time),
 		pending:     make(map[string]*deploy.Job),
 		running:     make(map[string]string),
@@ -200,6 +202,7 @@ func (d *Deployer) Targets() []deploy.Target {
 	out := make([]deploy.Target, 0, len(d.targets))
 	for _, t := range d.targets {
 		t.RolledBack = d.rolledBack[t.Name]
+		t.Refused = d.rejected[t.Name].digest
 		t.LastWebhook = d.lastWebhook[t.Name]
 		out = append(out, t)
 	}

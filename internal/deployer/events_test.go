@@ -3,7 +3,9 @@ package deployer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,5 +274,76 @@ func TestGates(t *testing.T) {
 	}
 	if verifying != 2 {
 		t.Errorf("verifying events = %d, want 2", verifying)
+	}
+}
+
+// TestRejectedDigestRemembered: a digest a gate rejected (deploy.ErrRejected)
+// is refused at Submit afterwards, without the strategy pulling it or the
+// gate looking again, and the target shows it; a forced request asks the
+// gate again (force never skips a gate); a gate that could not decide is
+// not remembered; a later success forgets the rejection.
+func TestRejectedDigestRemembered(t *testing.T) {
+	const unsigned = "sha256:unsigned"
+	s := &scripted{admit: unsigned, out: strategy.Outcome{Status: deploy.StatusSucceeded}}
+	d := strategyDeployer(t, s, nil)
+	asked := 0
+	verdict := fmt.Errorf("no signature found: %w", deploy.ErrRejected)
+	d.cfg.Gates = []Gate{gateFunc(func(_ context.Context, j *deploy.Job) error {
+		asked++
+		switch j.Request.ID {
+		case "registry-down":
+			return errors.New("could not verify: registry down")
+		case "signed":
+			return nil
+		}
+		return verdict
+	})}
+	runWorkers(t, d)
+	ctx := context.Background()
+	submit := func(req deploy.Request) deploy.Job {
+		t.Helper()
+		req.Target = "web"
+		jobs, err := d.Submit(ctx, req)
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("Submit(%+v) = %v, %v, want one job", req, jobs, err)
+		}
+		return waitJob(t, d, jobs[0].ID)
+	}
+
+	if j := submit(deploy.Request{ID: "registry-down", Digest: unsigned, Trigger: deploy.TriggerWebhook}); j.Status != deploy.StatusRefused {
+		t.Fatalf("job the gate could not decide = %s, want refused", j.Status)
+	}
+	if got := d.Targets()[0].Refused; got != "" {
+		t.Errorf("target refused digest after an undecided gate = %q, want none remembered", got)
+	}
+	if j := submit(deploy.Request{ID: "first", Digest: unsigned, Trigger: deploy.TriggerWebhook}); j.Status != deploy.StatusRefused || !errors.Is(verdict, deploy.ErrRejected) {
+		t.Fatalf("job the gate rejected = %s %q, want refused", j.Status, j.Error)
+	}
+	if got := d.Targets()[0].Refused; got != unsigned {
+		t.Errorf("target refused digest = %q, want %q", got, unsigned)
+	}
+	before := asked
+	for _, req := range []deploy.Request{
+		{ID: "poll", Digest: unsigned, Trigger: deploy.TriggerPoll},
+		{ID: "redelivery", Digest: unsigned, Trigger: deploy.TriggerWebhook},
+		{ID: "manual", Trigger: deploy.TriggerManual}, // the digest is known once resolved
+	} {
+		j := submit(req)
+		if j.Status != deploy.StatusRefused || !strings.Contains(j.Error, "was refused") || !strings.Contains(j.Error, "no signature found") ||
+			!strings.Contains(j.Error, "--force web") {
+			t.Errorf("%s request for the rejected digest = %s %q, want refused, with the reason and how to ask again", req.ID, j.Status, j.Error)
+		}
+	}
+	if asked != before {
+		t.Errorf("the gate was asked %d more times about a remembered rejection, want 0", asked-before)
+	}
+	if j := submit(deploy.Request{ID: "forced", Digest: unsigned, Force: true}); j.Status != deploy.StatusRefused || asked != before+1 {
+		t.Errorf("forced request = %s (gate asked %d times), want the gate asked again and refusing", j.Status, asked-before)
+	}
+	if j := submit(deploy.Request{ID: "signed", Digest: unsigned, Force: true}); j.Status != deploy.StatusSucceeded {
+		t.Fatalf("forced request once signed = %s %q, want succeeded", j.Status, j.Error)
+	}
+	if got := d.Targets()[0].Refused; got != "" {
+		t.Errorf("target refused digest after a success = %q, want forgotten", got)
 	}
 }

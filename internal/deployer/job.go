@@ -45,6 +45,9 @@ func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 			d.transition(runCtx, j, string(j.Stage))
 			for _, g := range d.cfg.Gates {
 				if err := g.Admit(ctx, &j); err != nil {
+					if errors.Is(err, deploy.ErrRejected) {
+						d.noteRejection(j.Target, digest, err)
+					}
 					return err
 				}
 			}

@@ -7,9 +7,17 @@ import (
 )
 
 // The deployer's policy: what it refuses to deploy, whichever door a
-// request came through. Today one rule: a digest whose deploy a target
-// rolled back is not deployed to it again unless the request is forced
-// (hookd deploy --force), so a bad image is not retried in a loop.
+// request came through. A digest whose deploy a target rolled back is not
+// deployed to it again unless the request is forced (hookd deploy
+// --force), so a bad image is not retried in a loop. Likewise a digest a
+// gate rejected (deploy.ErrRejected: unsigned, signed by someone else) is
+// refused at once, without a pull or another look at the registry, until
+// a forced request asks the gates again; force never skips the gates.
+
+// rejection is the digest a gate last rejected for a target, and why.
+type rejection struct {
+	digest, reason string
+}
 
 // refusalLocked returns why digest must not be deployed to target, or nil.
 // d.mu must be held.
@@ -21,7 +29,21 @@ func (d *Deployer) refusalLocked(target, digest string, force bool) error {
 		return fmt.Errorf("digest %s was rolled back on %s; deploy it again with force (hookd deploy --force %s) once it is fixed",
 			digest, target, target)
 	}
+	if r := d.rejected[target]; r.digest == digest {
+		return fmt.Errorf("digest %s was refused on %s: %s; once that is fixed, ask again with hookd deploy --force %s (the checks run again)",
+			digest, target, r.reason, target)
+	}
 	return nil
+}
+
+// noteRejection remembers that a gate rejected digest for target.
+func (d *Deployer) noteRejection(target, digest string, err error) {
+	if digest == "" {
+		return
+	}
+	d.mu.Lock()
+	d.rejected[target] = rejection{digest: digest, reason: err.Error()}
+	d.mu.Unlock()
 }
 
 // noteRollback remembers the digest a rolled-back job tried, and forgets it
@@ -41,5 +63,6 @@ func (d *Deployer) noteRollbackLocked(j deploy.Job) {
 		}
 	case deploy.StatusSucceeded, deploy.StatusUpToDate:
 		delete(d.rolledBack, j.Target)
+		delete(d.rejected, j.Target)
 	}
 }

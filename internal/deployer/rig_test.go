@@ -30,6 +30,8 @@ type rig struct {
 	PruneImages   bool
 	SelfID        string
 	LabelFilter   string
+	// Gates every deploy passes (a signature check), as cmd/hookd wires them.
+	Gates []Gate
 }
 
 // deployer wires a Deployer with the container and service sources and
@@ -64,9 +66,11 @@ func (r rig) deployer(t testing.TB, cli *client.Client) *Deployer {
 		},
 		Sources: []Source{containers.NewSource(cli, ccfg), swarmsvc.NewSource(cli, scfg)},
 		Strategies: map[string]Strategy{
-			containers.Name: containers.NewRecreate(cli, ccfg),
-			swarmsvc.Name:   swarmsvc.New(cli, reg, scfg),
+			containers.Name:           containers.NewRecreate(cli, ccfg),
+			containers.StartFirstName: containers.NewStartFirst(cli, ccfg),
+			swarmsvc.Name:             swarmsvc.New(cli, reg, scfg),
 		},
+		Gates:     r.Gates,
 		QueueSize: r.QueueSize,
 		Metrics:   r.Metrics,
 		Logger:    r.Logger,

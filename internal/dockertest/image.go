@@ -37,6 +37,7 @@ type App struct {
 	Crash         bool              // the process exits with code 3 ~300ms after start
 	SlowStart     time.Duration     // /healthz (and so the healthcheck) fails until this long after start
 	NoHealthcheck bool              // the image config has no Healthcheck
+	NoDrain       bool              // on SIGTERM the process exits at once, dropping requests in flight
 	Env           []string          // image default env, after PATH (e.g. "GREETING=hello")
 	Cmd           []string          // image default Cmd; default ["/app", "serve"]
 	Labels        map[string]string // image labels (hookd.test=<per-test value> is always added)
@@ -257,6 +258,9 @@ func filesLayer(a App, mt types.MediaType) (v1.Layer, error) {
 	}
 	if a.Unhealthy {
 		files["unhealthy"] = ""
+	}
+	if a.NoDrain {
+		files["nodrain"] = ""
 	}
 	if a.SlowStart > 0 {
 		files["slowstart"] = a.SlowStart.String()

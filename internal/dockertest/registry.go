@@ -57,6 +57,7 @@ type RequestRecord struct {
 type registryOptions struct {
 	bearer     bool
 	user, pass string
+	referrers  bool
 }
 
 // RegistryOption configures NewRegistry.
@@ -75,6 +76,13 @@ func WithBearerAuth(user, pass string) RegistryOption {
 	}
 }
 
+// WithReferrersAPI makes the registry answer the OCI 1.1 referrers API
+// (/v2/<repo>/referrers/<digest>). Without it, like GHCR, it has none and
+// referrers are listed in the sha256-<hex> tag index.
+func WithReferrersAPI() RegistryOption {
+	return func(o *registryOptions) { o.referrers = true }
+}
+
 type grant struct {
 	push    bool
 	refresh bool // a refresh token, not usable as a bearer token
@@ -86,12 +94,12 @@ func NewRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	r := &Registry{
 		t:      t,
 		label:  LabelValue(t),
-		inner:  ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))),
 		tokens: map[string]grant{},
 	}
 	for _, o := range opts {
 		o(&r.opts)
 	}
+	r.inner = ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(r.opts.referrers))
 	rigUser, rigPass := "hookd-rig-"+randomHex(4), randomHex(16)
 	r.rigAuth = authn.Anonymous
 	if r.opts.bearer {

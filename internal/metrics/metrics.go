@@ -25,6 +25,16 @@ const (
 	PollChanged     = "changed"
 	PollError       = "error"
 	PollRateLimited = "rate_limited"
+
+	// Outcomes of verifying an image's signature: a signature by the
+	// expected identity covers the digest; none was found; those found
+	// are not acceptable (another signer, other content, invalid); or no
+	// verdict could be reached (the registry or the trusted root could
+	// not be read, the target's labels are wrong).
+	VerifyVerified = "verified"
+	VerifyUnsigned = "unsigned"
+	VerifyRejected = "rejected"
+	VerifyError    = "error"
 )
 
 // Metrics holds every hookd series.
@@ -46,7 +56,33 @@ type Metrics struct {
 	// EventsDropped counts job events a slow subscriber missed: a
 	// subscriber never slows a deploy, it loses events instead.
 	EventsDropped *prometheus.CounterVec // subscriber
+
+	// Reporters: GitHub deployment statuses and notifications.
+	GitHubReports *prometheus.CounterVec // outcome
+	Notifications *prometheus.CounterVec // service, outcome
+	// Verifications counts image signature checks by outcome.
+	Verifications *prometheus.CounterVec // outcome
 }
+
+// Outcomes of a request to GitHub's deployments API
+// (hookd_github_reports_total).
+const (
+	GitHubSent        = "sent"         // created or posted
+	GitHubFailed      = "failed"       // unreachable or 5xx: retried
+	GitHubRateLimited = "rate_limited" // retried after the reset
+	GitHubDenied      = "denied"       // 401, 403, 404: the token; retried
+	GitHubInvalid     = "invalid"      // 422 and the like: not retried
+	GitHubChecksRed   = "checks_red"   // the checks gate: a check failed
+	GitHubPending     = "checks_pending"
+	GitHubDropped     = "dropped" // given up, or more jobs than the queue holds
+)
+
+// Outcomes of a notification (hookd_notifications_total).
+const (
+	NotifySent    = "sent"
+	NotifyFailed  = "failed"  // an attempt failed; retried
+	NotifyDropped = "dropped" // given up, or the queue was full
+)
 
 // BuildInfo is stamped into hookd_build_info.
 type BuildInfo struct {
@@ -121,6 +157,22 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		Name: "hookd_job_events_dropped_total",
 		Help: "Job events a subscriber (notifications, status page, …) missed because it fell behind.",
 	}, []string{"subscriber"})
+	m.GitHubReports = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_github_reports_total",
+		Help: "Requests to GitHub's deployments API, by outcome (sent, failed, rate_limited, denied, invalid, checks_red, checks_pending, dropped).",
+	}, []string{"outcome"})
+	m.Notifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_notifications_total",
+		Help: "Notification messages, by service (the URL's scheme) and outcome (sent, failed, dropped).",
+	}, []string{"service", "outcome"})
+	for _, o := range []string{GitHubSent, GitHubFailed, GitHubRateLimited, GitHubDenied, GitHubInvalid, GitHubChecksRed, GitHubPending, GitHubDropped} {
+		m.GitHubReports.WithLabelValues(o)
+	}
+	reg.MustRegister(m.GitHubReports, m.Notifications)
+	m.Verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookd_verifications_total",
+		Help: "Image signature verifications before a deploy, by outcome (verified, unsigned, rejected, error).",
+	}, []string{"outcome"})
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookd_build_info",
 		Help: "Build information; the value is always 1.",
@@ -139,11 +191,15 @@ func New(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		m.Deploys, m.DeployDuration, m.DeployLeadTime, m.ImageAgeAtDeploy,
 		m.Rollbacks, m.DeployInProgress, m.QueuePending, m.LastSuccessfulDeploy,
 		m.TargetInfo, m.PollChecks, m.RegistryRequests, m.EventsDropped,
+		m.Verifications,
 	)
 	// Outcomes every operator alerts on exist from the start, at zero, so a
 	// rate() over them works before the first event.
 	for _, o := range []string{PollUnchanged, PollChanged, PollError, PollRateLimited} {
 		m.PollChecks.WithLabelValues(o)
+	}
+	for _, o := range []string{VerifyVerified, VerifyUnsigned, VerifyRejected, VerifyError} {
+		m.Verifications.WithLabelValues(o)
 	}
 	return m
 }

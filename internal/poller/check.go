@@ -128,6 +128,11 @@ func (p *Poller) judge(ctx context.Context, r *ref, digest string, t deploy.Targ
 		// its word here only spares a refused job every interval.
 		log.Debug("digest was rolled back on this target, left to a new digest or a forced deploy")
 		return metrics.PollUnchanged
+	case t.Refused:
+		// Likewise for a digest a gate rejected (unsigned, signed by
+		// someone else): asking again would only add a refused job.
+		log.Debug("digest was refused for this target, left to a new digest or a forced deploy")
+		return metrics.PollUnchanged
 	}
 
 	config, cached, err := p.platform(ctx, r.name+"@"+digest)

@@ -593,6 +593,27 @@ func TestRolledBackDigestIsNotPolled(t *testing.T) {
 	})
 }
 
+// TestRefusedDigestIsNotPolled: a gate rejected digest B for the target
+// (unsigned; the deployer reports it on the target). Polling does not
+// submit B every interval; a new digest is submitted as usual.
+func TestRefusedDigestIsNotPolled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		refused := target("app", repoApp, digestA, imageA)
+		refused.Refused = digestB
+		r := newRig(t, Config{}, refused)
+		r.reg.set(refApp, digestB, imageB)
+		r.advance(5*time.Minute, 10*time.Second)
+		if got := r.submit.requests(); len(got) != 0 {
+			t.Fatalf("requests for the refused digest = %+v, want none", got)
+		}
+		r.reg.set(refApp, digestC, imageB)
+		r.advance(70*time.Second, 10*time.Second)
+		if got := r.submit.requests(); len(got) != 1 || got[0].Digest != digestC {
+			t.Errorf("requests after a new digest = %+v, want one for %s", got, digestC)
+		}
+	})
+}
+
 func TestTargetsSharingARefShareTheLookUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, Config{},

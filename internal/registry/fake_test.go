@@ -50,10 +50,10 @@ type fakeRegistry struct {
 	intercept func(w http.ResponseWriter, r *http.Request) bool
 }
 
-func newFakeRegistry(t testing.TB, auth string) *fakeRegistry {
+func newFakeRegistry(t testing.TB, auth string, opts ...ggcr.Option) *fakeRegistry {
 	t.Helper()
 	f := &fakeRegistry{auth: auth, user: "hookd", pass: "s3cret-pa55", tokens: map[string]bool{}}
-	reg := ggcr.New(ggcr.Logger(nilLogger()))
+	reg := ggcr.New(append([]ggcr.Option{ggcr.Logger(nilLogger())}, opts...)...)
 
 	admin := httptest.NewServer(reg)
 	t.Cleanup(admin.Close)

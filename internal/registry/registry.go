@@ -1,8 +1,9 @@
-// Package registry looks up image digests in OCI registries for the poller:
-// cheaply (a HEAD of the manifest, which transfers no body, with the bearer
-// token kept between checks) and politely (per-registry exponential backoff,
-// Retry-After, and Docker Hub / GHCR rate-limit headers honoured before the
-// limit is hit).
+// Package registry looks up image digests in OCI registries for the poller,
+// and the signatures stored with an image for the verify gate
+// (signatures.go): cheaply (a HEAD of the manifest, which transfers no body,
+// with the bearer token kept between checks) and politely (per-registry
+// exponential backoff, Retry-After, and Docker Hub / GHCR rate-limit headers
+// honoured before the limit is hit).
 package registry
 
 import (

@@ -114,6 +114,7 @@ func target(s swarm.Service, scope deploy.Scope) (deploy.Target, bool) {
 	t.Digest = ref.Digest
 	ref.Digest = ""
 	t.Ref, t.Image, t.Tag = ref, ref.Repository(), ref.Tag
+	t.Labels = deploy.HookdLabels(s.Spec.Labels)
 	return t, true // no HealthTimeout: the health gate is Swarm's
 }
 

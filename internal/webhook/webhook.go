@@ -55,6 +55,37 @@ type Config struct {
 	// RegistryHost is the registry GitHub package events map to, as the
 	// targets' image references name it; DefaultRegistryHost when empty.
 	RegistryHost string
+	// Log, when set, is told how every delivery was answered (the status
+	// page's "recent deliveries").
+	Log DeliveryLog
+}
+
+// DeliveryLog is told how each delivery was answered, once it was. It must
+// be quick and never block: it is called on the delivery's request.
+type DeliveryLog interface {
+	Delivered(Delivery)
+}
+
+// Delivery is what hookd answered one delivery: what GitHub's "Recent
+// deliveries" shows, from hookd's side. Every string is bounded and
+// printable; none is a secret, and only Signed deliveries carry anything
+// their sender did not choose freely within those bounds.
+type Delivery struct {
+	At time.Time
+	// ID is the X-GitHub-Delivery header when it is well formed, else "".
+	ID string
+	// Event is the X-GitHub-Event header ("package", "ping", …), or
+	// "invalid" when it is not a plain name.
+	Event string
+	// Signed: the signature matched one of the secrets.
+	Signed   bool
+	Status   int
+	Outcome  string // as in hookd_webhook_deliveries_total
+	Image    string // the image it named, when it named one
+	Reason   string // why nothing was queued, or the error the client was told
+	Targets  []string
+	Jobs     []string
+	Duration time.Duration
 }
 
 // Submitter queues a deploy request without blocking. It returns the jobs
@@ -73,6 +104,7 @@ type Handler struct {
 	deliveries Deliveries
 	metrics    *metrics.Metrics
 	log        *slog.Logger
+	recent     DeliveryLog // nil: nobody listens
 	now        func() time.Time
 
 	mu       sync.Mutex
@@ -135,6 +167,7 @@ func NewHandler(cfg Config, sub Submitter, deliveries Deliveries, m *metrics.Met
 		deliveries: deliveries,
 		metrics:    m,
 		log:        logger,
+		recent:     cfg.Log,
 		now:        time.Now,
 		inflight:   make(map[string]struct{}),
 	}, nil
@@ -219,6 +252,7 @@ type delivery struct {
 	id       string // X-GitHub-Delivery, once checked
 	event    string // metrics label: one of the event constants
 	received time.Time
+	signed   bool // the signature matched
 	level    slog.Level
 	attrs    []slog.Attr
 }
@@ -268,6 +302,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Float64("duration_seconds", h.now().Sub(d.received).Seconds()),
 	}, d.attrs...)
 	h.log.LogAttrs(r.Context(), d.level, "webhook delivery", attrs...)
+	if h.recent != nil {
+		h.recent.Delivered(d.summary(github.WebHookType(r), status, outcome, ans, err, h.now()))
+	}
 }
 
 // serve runs the pipeline: cap and read the body, verify the signature,
@@ -283,6 +320,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, d *delivery) (an
 	if err := verifySignature(r.Header, body, h.secrets); err != nil {
 		return answer{}, err
 	}
+	d.signed = true
 	h.metrics.WebhookLastDelivery.Set(float64(d.received.UnixNano()) / 1e9)
 	if d.id == "" {
 		return answer{}, errDeliveryID
@@ -409,6 +447,41 @@ func (h *Handler) claim(ctx context.Context, d *delivery) (release func(), dup b
 		return nil, true
 	}
 	return release, false
+}
+
+// summary is what a DeliveryLog is told about d: the answer's facts, or
+// the error as the client was told it (never the detail behind it).
+func (d *delivery) summary(event string, status int, outcome string, ans answer, err error, now time.Time) Delivery {
+	s := Delivery{
+		At:       d.received,
+		ID:       d.id,
+		Event:    sanitizeEvent(event),
+		Signed:   d.signed,
+		Status:   status,
+		Outcome:  outcome,
+		Duration: now.Sub(d.received),
+	}
+	if err != nil {
+		s.Reason = errInternal.Error()
+		for _, e := range errorTable {
+			if errors.Is(err, e.err) {
+				s.Reason = e.err.Error()
+				break
+			}
+		}
+		return s
+	}
+	switch b := ans.body.(type) {
+	case queuedAnswer:
+		s.Image, s.Targets, s.Jobs = b.Image, b.Targets, b.Jobs
+	case ignoredAnswer:
+		s.Image, s.Reason = b.Image, b.Reason
+	case duplicateAnswer:
+		s.Reason = "already handled (a redelivery)"
+	case pingAnswer:
+		s.Reason = b.Warning
+	}
+	return s
 }
 
 // ignored is the 202 answer to a delivery hookd does nothing with; image is

@@ -17,6 +17,7 @@ var workflowFiles = []string{
 	".github/workflows/ci.yml",
 	".github/workflows/release.yml",
 	"examples/github-actions/app-image.yml",
+	"examples/github-actions/app-image-signed.yml",
 }
 
 func TestWorkflowsPassActionlint(t *testing.T) {
@@ -53,6 +54,25 @@ func TestAppWorkflowPushesLowerCaseLatest(t *testing.T) {
 	} {
 		if !strings.Contains(src, want) {
 			t.Errorf("examples/github-actions/app-image.yml lacks %q", want)
+		}
+	}
+}
+
+// The signed variant signs what it pushed, keylessly, where hookd looks:
+// the OIDC token permission, the digest of the push, the bundle stored in
+// the registry.
+func TestSignedAppWorkflowSignsTheDigest(t *testing.T) {
+	src := string(readRepoFile(t, "examples/github-actions/app-image-signed.yml"))
+	for _, want := range []string{
+		"id-token: write",
+		"attestations: write",
+		"actions/attest-build-provenance@",
+		"subject-digest: ${{ steps.build.outputs.digest }}",
+		"push-to-registry: true",
+		"cosign sign --yes",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("examples/github-actions/app-image-signed.yml lacks %q", want)
 		}
 	}
 }

@@ -8,8 +8,10 @@
 // network namespace (network_mode host or container:NAME).
 // Its behaviour is steered by files in the image, so that one binary serves
 // every variant: /version (what GET / answers), /crash (exit 3 ~300ms after
-// start), /slowstart (a Go duration: not ready before it has passed) and
-// /unhealthy (the healthcheck always fails).
+// start), /slowstart (a Go duration: not ready before it has passed),
+// /unhealthy (the healthcheck always fails) and /nodrain (on SIGTERM, exit
+// at once instead of finishing the requests in flight).
+// GET /sleep?d=DURATION answers like GET / after that long.
 package main
 
 import (
@@ -94,6 +96,19 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, version)
 	})
+	mux.HandleFunc("GET /sleep", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil || d < 0 || d > time.Minute {
+			http.Error(w, "want d=DURATION (at most 1m)", http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintln(w, version)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if time.Since(start) < slow {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
@@ -152,6 +167,10 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "testapp crashing as configured")
 		os.Exit(crashCode)
 	case <-ctx.Done():
+	}
+	if exists("/nodrain") {
+		fmt.Fprintln(stdout, "testapp stopping without draining, as configured")
+		os.Exit(0)
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
