@@ -29,12 +29,12 @@ import (
 // start-up reconciliation would (recover: exactly one container under the
 // name, started), and says on the job what happened.
 //
-// One judgement changes: a replacement that "exited" while the engine went
-// away was stopped by the engine, not by its own fault, so that verdict is
-// void. The swap is undone (the replacement removed, not kept as
-// .hookd-failed) and the job fails without marking the digest as rolled
-// back; only a gate the replacement failed on its own (unhealthy, timeout)
-// still ends rolled back.
+// One judgement changes: a gate the replacement failed as the engine went
+// away (it "exited": the engine stopped it) says nothing about the image,
+// so that verdict is void. The swap is undone (the replacement removed,
+// not kept as .hookd-failed) and the job fails without marking the digest
+// as rolled back; only a gate the replacement failed on its own, with the
+// engine up (unhealthy, timeout), still ends rolled back.
 
 // errEngineLost marks a failure because the engine stopped answering.
 var errEngineLost = errors.New("the Docker engine stopped answering")
@@ -73,16 +73,17 @@ func (r *Recreate) lost(err error) bool {
 }
 
 // gateLost returns why the health gate could not decide because the
-// engine went away, or nil. A replacement that exited as the engine went
-// away was stopped by it.
+// engine went away, or nil. A verdict against the replacement reached as
+// the engine went away says nothing about the image: the stopping engine
+// stopped it (it "exited", its probe or healthcheck failed).
 func (r *Recreate) gateLost(err error, v verdict) error {
 	switch {
 	case engineLost(err):
 		return err
 	case v.reason == reasonEngineLost:
 		return fmt.Errorf("%w: %s", errEngineLost, v.detail)
-	case err == nil && v.reason == deploy.ReasonExited && r.engineGoingAway(context.Background()):
-		return fmt.Errorf("%w: the new container exited (%s) as the engine went away", errEngineLost, v.detail)
+	case err == nil && v.reason != "" && r.engineGoingAway(context.Background()):
+		return fmt.Errorf("%w: the new container was %s (%s) as the engine went away", errEngineLost, v.reason, v.detail)
 	}
 	return nil
 }
