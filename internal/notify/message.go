@@ -219,6 +219,10 @@ func body(m Message) string {
 	return s
 }
 
+// maxLogLines is how many of a failed version's last log lines a message
+// carries.
+const maxLogLines = 5
+
 func writeJob(b *strings.Builder, j Job) {
 	line := func(s string) {
 		if s = strings.TrimSpace(s); s != "" {
@@ -237,6 +241,19 @@ func writeJob(b *strings.Builder, j Job) {
 		} else {
 			line(label + ":")
 			for _, l := range lines {
+				b.WriteString("  " + clipLine(l) + "\n")
+			}
+		}
+	}
+	if f := j.Job.Failed; f != nil && len(f.Logs) > 0 {
+		// The failed version's last words, a few: a phone shows little.
+		logs := f.Logs
+		if len(logs) > maxLogLines {
+			logs = logs[len(logs)-maxLogLines:]
+		}
+		line("Its last log lines:")
+		for _, l := range logs {
+			if l = strings.TrimSpace(l); l != "" {
 				b.WriteString("  " + clipLine(l) + "\n")
 			}
 		}

@@ -25,6 +25,18 @@ func TestMessageTexts(t *testing.T) {
 Exit: exit code 3
 ghcr.io/octo/web:latest
 0e2a89b rolled back to sha256:4c2b8f0e6d1a`},
+		{deploy.StatusRolledBack, func(j *deploy.Job) {
+			j.RollbackReason, j.RollbackDetail = deploy.ReasonExited, "exit code 3"
+			j.Failed = &deploy.FailedVersion{Logs: []string{"l1", "l2", "listening on :8080", "", "opening /data/world", "panic: world is locked", "exit"}}
+		}, "⚠️ web rolled back on pi", `The new version exited; the previous one is running again.
+Exit: exit code 3
+Its last log lines:
+  listening on :8080
+  opening /data/world
+  panic: world is locked
+  exit
+ghcr.io/octo/web:latest
+0e2a89b rolled back to sha256:4c2b8f0e6d1a`},
 		{deploy.StatusFailed, nil, "❌ web failed on pi", `pull ghcr.io/octo/web:latest: manifest unknown
 ghcr.io/octo/web:latest`},
 		{deploy.StatusRefused, nil, "🚫 web refused on pi", `GitHub refused the deployment of octo/web@0e2a89b: checks not green: test (failure)

@@ -186,6 +186,7 @@ func TestRolledBackJobPage(t *testing.T) {
 	j := jobAt("0000000000000009", "web", time.Now().Add(-time.Minute), deploy.StatusRolledBack)
 	j.RollbackDetail = "unhealthy: GET /healthz: 503\nsecond line <b>not markup</b>"
 	j.Notes = []string{"GitHub deployment 42: failure"}
+	j.Failed = &deploy.FailedVersion{Logs: []string{"listening on :8080", "panic: <world> is locked"}}
 	r := newRig(t, rigOptions{targets: []deploy.Target{testTarget("web")}, jobs: []deploy.Job{j}})
 	page := r.get(t, r.signedIn(t), "/jobs/"+j.ID).body
 	seen := text(page)
@@ -193,6 +194,7 @@ func TestRolledBackJobPage(t *testing.T) {
 		"Why it was rolled back", "The new version was unhealthy", "What its health check said",
 		"Health gate (failed) 5.0 s: unhealthy", "Roll back previous version restored",
 		"Trigger webhook: delivery delivery-0000000000000009", "Notes GitHub deployment 42: failure",
+		"Its last log lines",
 	} {
 		if !strings.Contains(seen, want) {
 			t.Errorf("rolled-back job page lacks %q:\n%s", want, seen)
@@ -200,6 +202,9 @@ func TestRolledBackJobPage(t *testing.T) {
 	}
 	if !strings.Contains(page, "<pre>unhealthy: GET /healthz: 503\nsecond line &lt;b&gt;not markup&lt;/b&gt;</pre>") {
 		t.Errorf("the health check's output is not shown as escaped text:\n%s", page)
+	}
+	if !strings.Contains(page, "<pre>listening on :8080\npanic: &lt;world&gt; is locked\n</pre>") {
+		t.Errorf("the failed version's log lines are not shown as escaped text:\n%s", page)
 	}
 	if a := r.get(t, r.signedIn(t), "/jobs/nope"); a.code != http.StatusNotFound {
 		t.Errorf("unknown job = %d, want 404", a.code)
