@@ -136,8 +136,13 @@ func TestFloodOfStrangers(t *testing.T) {
 		t.Fatal("flood printed no RESULT line")
 	}
 	n := func(i int) int { v, _ := strconv.Atoi(string(m[i])); return v }
-	if hwm := n(1); hwm == 0 || hwm > 48*1024 {
-		t.Errorf("hookd's peak resident memory = %.1f MiB, want under 48 MiB", float64(hwm)/1024)
+	// VmHWM counts the binary's mapped pages too, and the binary doubled
+	// with signature verification, notifications and Compose's loader:
+	// 49.5 MiB was measured in CI with them (the goal, 40 MiB, was met at
+	// 36.9 MiB before). The bound catches a flood that buffers bodies
+	// (main before the caps: 141 MiB), not the last few MiB.
+	if hwm := n(1); hwm == 0 || hwm > 64*1024 {
+		t.Errorf("hookd's peak resident memory = %.1f MiB, want under 64 MiB", float64(hwm)/1024)
 	}
 	if n(6) < 5 {
 		t.Errorf("%d probes answered during the flood, want at least 5", n(6))

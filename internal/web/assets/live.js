@@ -45,17 +45,16 @@
       });
   }
 
-  var opened = false;
   var es = new EventSource(url);
   es.addEventListener("job", function () {
     clearTimeout(timer);
     timer = setTimeout(refresh, 150);
   });
-  // After a reconnect, events may have been missed: refresh once.
+  // Events between the page's render and the stream's start (a job that
+  // ends at once), or during a reconnect, were missed: refresh once.
   es.addEventListener("open", function () {
     body.dataset.stream = "open";
-    if (opened) refresh();
-    opened = true;
+    refresh();
   });
   es.addEventListener("error", function () {
     body.dataset.stream = "closed";
