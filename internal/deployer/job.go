@@ -81,9 +81,15 @@ func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 }
 
 // transition saves j and publishes kind (a status or a stage).
+//
+// Observers (metrics, logs) see the event before WaitJob callers wake, so
+// that whoever waited for a job finds it counted.
 func (d *Deployer) transition(ctx context.Context, j deploy.Job, kind string) {
-	d.saveJob(ctx, j)
+	if err := d.state.PutJob(context.WithoutCancel(ctx), j); err != nil {
+		d.log.Error("persist job failed", "job_id", j.ID, "target", j.Target, "err", err)
+	}
 	d.events.publish(kind, j)
+	d.notify()
 }
 
 // strategyFor returns the strategy of the target, or why there is none.
