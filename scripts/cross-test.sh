@@ -33,6 +33,8 @@ for arch in arm64 arm; do
   # No engine answers: the engine tests skip instead of running amd64
   # images from an arm test binary.
   env -u HOOKD_INTEGRATION -u HOOKD_TEST_ENGINE_RESTART DOCKER_HOST=unix:///nonexistent/docker.sock \
-    GOARCH=$arch GOARM=7 go test -count=1 -timeout 20m -exec "$qemu" -skip '^TestCardinality$' $pkgs
+    # TestFloodOfStrangers builds hookd and execs it as a process of its own, which
+    # under GOARCH=arm would need qemu too; it measures the host's binary anyway.
+    GOARCH=$arch GOARM=7 go test -count=1 -timeout 20m -exec "$qemu" -skip '^(TestCardinality|TestFloodOfStrangers)$' $pkgs
   echo "cross-test: GOARCH=$arch$([ $arch = arm ] && echo ' GOARM=7') passed in $(( $(date +%s) - start ))s"
 done
