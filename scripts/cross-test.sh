@@ -31,10 +31,10 @@ for arch in arm64 arm; do
   esac
   start=$(date +%s)
   # No engine answers: the engine tests skip instead of running amd64
-  # images from an arm test binary.
+  # images from an arm test binary. TestFloodOfStrangers builds hookd and
+  # execs it as a process of its own, which under GOARCH=arm would need
+  # qemu too; it measures the host's binary anyway.
   env -u HOOKD_INTEGRATION -u HOOKD_TEST_ENGINE_RESTART DOCKER_HOST=unix:///nonexistent/docker.sock \
-    # TestFloodOfStrangers builds hookd and execs it as a process of its own, which
-    # under GOARCH=arm would need qemu too; it measures the host's binary anyway.
     GOARCH=$arch GOARM=7 go test -count=1 -timeout 20m -exec "$qemu" -skip '^(TestCardinality|TestFloodOfStrangers)$' $pkgs
   echo "cross-test: GOARCH=$arch$([ $arch = arm ] && echo ' GOARM=7') passed in $(( $(date +%s) - start ))s"
 done
