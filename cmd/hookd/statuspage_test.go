@@ -297,7 +297,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// A form whose CSRF token is not the session's is refused and does nothing.
 	b.do("open the target", chromedp.Navigate(d.url+"/targets/"+good), chromedp.WaitVisible("#deploy-now"))
 	eval[any](b, `document.querySelector("#deploy-now").form.querySelector("input[name=csrf]").value = "forged"; 0`)
-	b.do("press Deploy now with a forged token", chromedp.Click("#deploy-now"), chromedp.WaitVisible("main h1"))
+	// The target's page has a main h1 too, so wait for the answer's URL
+	// (the form posts to …/deploy) before reading it.
+	b.do("press Deploy now with a forged token", chromedp.Click("#deploy-now"))
+	b.waitFor("the answer to the forged form", `location.pathname.endsWith("/deploy") && document.readyState === "complete" && !!document.querySelector("main h1")`, 20*time.Second)
 	if got := b.text("main"); !strings.Contains(got, "Forbidden") || !strings.Contains(got, "nothing was done") {
 		t.Errorf("a forged form: the page says %q, want Forbidden and nothing done", got)
 	}
