@@ -353,10 +353,11 @@ func quietEndpoint(ep *network.EndpointSettings) *network.EndpointSettings {
 // promote gives the new container the old one's aliases, plus the target's
 // name, on each network where the old one had aliases: the engine sets a
 // container's aliases only when it joins a network, so it leaves and joins
-// again there. Connections it opened over those networks while starting
-// are cut; it took no request yet. From here on the proxy's lookups of an
-// alias find both versions. The name as an alias means the name never
-// resolves to nothing while the containers trade names.
+// again there. It took no request yet; the engine gives back the address
+// it had unless another container took it meanwhile, so connections it
+// opened while starting usually carry on. From here on the proxy's lookups
+// of an alias find both versions. The name as an alias means the name
+// never resolves to nothing while the containers trade names.
 func (s *StartFirst) promote(ctx context.Context, id, name string, sp spec) error {
 	var joins []netJoin
 	if sp.Networking != nil {

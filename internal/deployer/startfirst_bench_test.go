@@ -20,7 +20,8 @@ import (
 // Caddy. Per deploy it reports the requests sent from the job's submission
 // to its end: how many failed, the slowest answer, and how many the broken
 // version answered during the rollback; and, as the machine's own noise,
-// the slowest answer of 3 seconds of the same load while nothing deploys.
+// the slowest answer the other app (which deploys nothing meanwhile) gave
+// in the same window.
 //
 //	go test ./internal/deployer -run '^$' -bench StartFirstThroughCaddy -benchtime 5x
 func BenchmarkStartFirstThroughCaddy(b *testing.B) {
@@ -32,17 +33,21 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 	// The image's check (1s timeout, 2 retries) flakes on a loaded
 	// machine; both sides get the same, more patient check.
 	hc := &container.HealthConfig{Test: []string{"CMD", "/app", "health"}, Interval: dockertest.HealthInterval, Timeout: 5 * time.Second, Retries: 10}
+	// Per kind of window ("deploy", "swap", "rollback"): the side's own
+	// answers, and the other side's in the same window, which deploys
+	// nothing then: the machine's own noise.
 	type side struct {
-		strategy, repo, alias, name     string
-		load                            *dockertest.Load
-		idle, deploys, swaps, rollbacks []dockertest.LoadSummary
-		broken                          int
+		strategy, repo, alias, name string
+		load                        *dockertest.Load
+		own, control                map[string][]dockertest.LoadSummary
+		broken                      int
 	}
 	sides := []*side{
 		{strategy: "start-first", repo: "bench/startfirst", alias: "sfapp"},
 		{strategy: "recreate", repo: "bench/recreate", alias: "rcapp"},
 	}
 	for _, s := range sides {
+		s.own, s.control = map[string][]dockertest.LoadSummary{}, map[string][]dockertest.LoadSummary{}
 		reg.PushApp(ctx, b, s.repo, "latest", dockertest.App{Version: "v0"})
 		labels := enabled(nil)
 		if s.strategy == "start-first" {
@@ -74,8 +79,9 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 	}
 	time.Sleep(time.Second)
 
-	// run deploys s's target and describes the requests sent meanwhile.
-	run := func(s *side, want deploy.Status) (deploy.Job, dockertest.LoadSummary) {
+	// run deploys s's target and records the requests sent meanwhile, to s
+	// and to the other side.
+	run := func(s, other *side, want deploy.Status) deploy.Job {
 		from := time.Now()
 		jobs, err := d.Submit(ctx, deploy.Request{Target: s.name, Trigger: deploy.TriggerManual})
 		if err != nil {
@@ -86,64 +92,66 @@ func BenchmarkStartFirstThroughCaddy(b *testing.B) {
 			b.Fatalf("%s job = %s %q, %v; want %s", s.strategy, j.Status, j.Error, err, want)
 		}
 		time.Sleep(200 * time.Millisecond) // the requests sent last come back
-		return j, dockertest.Summarize(s.load.Answers(), from, time.Now())
+		to := time.Now()
+		record := func(kind string, from, to time.Time) {
+			own := dockertest.Summarize(s.load.Answers(), from, to)
+			control := dockertest.Summarize(other.load.Answers(), from, to)
+			s.own[kind] = append(s.own[kind], own)
+			s.control[kind] = append(s.control[kind], control)
+			b.Logf("%-11s %-8s (%4.1fs): %s; control: slowest %v", s.strategy, kind, to.Sub(from).Seconds(), own, control.Slowest.Round(time.Millisecond))
+		}
+		if want == deploy.StatusRolledBack {
+			record("rollback", from, to)
+			return j
+		}
+		record("deploy", from, to)
+		if s.strategy == "start-first" {
+			record("swap", j.HealthyAt, to) // it touches the traffic only once the gate passed
+		}
+		return j
 	}
 
 	b.ResetTimer()
 	for i := range b.N {
-		// The machine's own noise: the same load while nothing deploys.
-		from := time.Now()
-		time.Sleep(3 * time.Second)
-		for _, s := range sides {
-			idle := dockertest.Summarize(s.load.Answers(), from, time.Now())
-			s.idle = append(s.idle, idle)
-			b.Logf("run %d %-11s idle     (3.0s): %s", i+1, s.strategy, idle)
-		}
 		good, broken := fmt.Sprintf("v%d", i+1), fmt.Sprintf("v%d-broken", i+1)
-		order := sides
+		pairs := [][2]*side{{sides[0], sides[1]}, {sides[1], sides[0]}}
 		if i%2 == 1 {
-			order = []*side{sides[1], sides[0]}
+			pairs[0], pairs[1] = pairs[1], pairs[0]
 		}
-		for _, s := range order {
-			reg.PushApp(ctx, b, s.repo, "latest", dockertest.App{Version: good})
-			j, sum := run(s, deploy.StatusSucceeded)
-			s.deploys = append(s.deploys, sum)
-			// start-first touches the traffic only once the gate passed.
-			s.swaps = append(s.swaps, dockertest.Summarize(s.load.Answers(), j.HealthyAt, j.FinishedAt.Add(200*time.Millisecond)))
-			b.Logf("run %d %-11s deploy   (%4.1fs): %s; slowest sent at +%.2fs, gate passed at +%.2fs", i+1, s.strategy,
-				j.FinishedAt.Sub(j.StartedAt).Seconds(), sum, sum.SlowestAt.Sub(j.StartedAt).Seconds(), j.HealthyAt.Sub(j.StartedAt).Seconds())
+		for _, p := range pairs {
+			reg.PushApp(ctx, b, p[0].repo, "latest", dockertest.App{Version: good})
+			run(p[0], p[1], deploy.StatusSucceeded)
 		}
-		for _, s := range order {
-			reg.PushApp(ctx, b, s.repo, "latest", dockertest.App{Version: broken, Unhealthy: true})
-			j, sum := run(s, deploy.StatusRolledBack)
-			s.rollbacks = append(s.rollbacks, sum)
-			s.broken += sum.Bodies[broken]
-			b.Logf("run %d %-11s rollback (%4.1fs): %s", i+1, s.strategy, j.FinishedAt.Sub(j.StartedAt).Seconds(), sum)
+		for _, p := range pairs {
+			reg.PushApp(ctx, b, p[0].repo, "latest", dockertest.App{Version: broken, Unhealthy: true})
+			run(p[0], p[1], deploy.StatusRolledBack)
+			sums := p[0].own["rollback"]
+			p[0].broken += sums[len(sums)-1].Bodies[broken]
 		}
 	}
 	b.StopTimer()
+	slowest := func(sums []dockertest.LoadSummary) (d time.Duration, failed int, minRate float64) {
+		minRate = 1e9
+		for _, sum := range sums {
+			d, failed, minRate = max(d, sum.Slowest), failed+sum.Failed, min(minRate, sum.PerSec)
+		}
+		return d, failed, minRate
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	for _, s := range sides {
 		short := map[string]string{"start-first": "sf", "recreate": "rc"}[s.strategy]
-		for _, kind := range []struct {
-			name string
-			sums []dockertest.LoadSummary
-		}{{"idle", s.idle}, {"deploy", s.deploys}, {"swap", s.swaps}, {"rollback", s.rollbacks}} {
-			var slowest time.Duration
-			failed, minRate := 0, 1e9
-			for _, sum := range kind.sums {
-				slowest = max(slowest, sum.Slowest)
-				failed += sum.Failed
-				minRate = min(minRate, sum.PerSec)
-			}
-			if kind.name == "swap" && short == "rc" {
+		for _, kind := range []string{"deploy", "swap", "rollback"} {
+			if len(s.own[kind]) == 0 {
 				continue // recreate's swap is its whole deploy: the stall starts with the stop
 			}
-			b.ReportMetric(float64(slowest)/float64(time.Millisecond), short+"-"+kind.name+"-slowest-ms")
-			if kind.name == "idle" || kind.name == "swap" {
-				continue
+			d, failed, minRate := slowest(s.own[kind])
+			noise, _, _ := slowest(s.control[kind])
+			b.ReportMetric(ms(d), short+"-"+kind+"-slowest-ms")
+			b.ReportMetric(ms(noise), short+"-"+kind+"-control-slowest-ms")
+			if kind != "swap" {
+				b.ReportMetric(float64(failed), short+"-"+kind+"-failed")
+				b.ReportMetric(minRate, short+"-"+kind+"-min-req/s")
 			}
-			b.ReportMetric(float64(failed), short+"-"+kind.name+"-failed")
-			b.ReportMetric(minRate, short+"-"+kind.name+"-min-req/s")
 		}
 		b.ReportMetric(float64(s.broken), short+"-broken-answers")
 	}
@@ -193,7 +201,7 @@ func BenchmarkTakeOldOut(b *testing.B) {
 				quick := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/", 60)
 				slow := dockertest.StartLoad("http://"+caddy.Addrs[0]+"/sleep?d=500ms", 20)
 				time.Sleep(time.Second)
-				dockertest.RunContainer(ctx, b, cli, dockertest.ContainerOptions{
+				newID, _ := dockertest.RunContainer(ctx, b, cli, dockertest.ContainerOptions{
 					Image: reg.Ref("bench/takeout", "latest"), Name: "takeout-new", Network: net,
 					Customize: func(_ *container.Config, _ *container.HostConfig, nc *network.NetworkingConfig) {
 						nc.EndpointsConfig[net] = &network.EndpointSettings{Aliases: []string{"app"}}
@@ -214,7 +222,10 @@ func BenchmarkTakeOldOut(b *testing.B) {
 				quickFailed += q.Failed
 				slowFailed += s.Failed
 				quickSlowest, slowSlowest = max(quickSlowest, q.Slowest), max(slowSlowest, s.Slowest)
-				_ = cli.ContainerRemove(ctx, oldID, container.RemoveOptions{Force: true})
+				// The next round starts with one container on the alias again.
+				for _, id := range []string{oldID, newID} {
+					_ = cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+				}
 			}
 			b.ReportMetric(float64(quickFailed), "quick-failed")
 			b.ReportMetric(float64(slowFailed), "slow-failed")
