@@ -128,8 +128,10 @@ func followsSameTag(c containerInspect, j *deploy.Job) bool {
 	return err == nil && ref.Digest == "" && ref.Repository()+":"+ref.Tag == j.Image
 }
 
-// subscribeDie subscribes to id's container events from since on.
-func (r *Recreate) subscribeDie(ctx context.Context, id string, since time.Time) func() (<-chan events.Message, <-chan error) {
+// containerEvents returns a function that subscribes to id's container
+// events from since on (again, after a lost stream: since replays what was
+// missed).
+func (r *Recreate) containerEvents(ctx context.Context, id string, since time.Time) func() (<-chan events.Message, <-chan error) {
 	s := since.UTC().Format(time.RFC3339Nano)
 	return func() (<-chan events.Message, <-chan error) {
 		return r.docker.Events(ctx, events.ListOptions{Since: s, Filters: filters.NewArgs(
@@ -162,7 +164,7 @@ func (r *Recreate) restartGated(ctx, sctx context.Context, c containerInspect, g
 	}
 	evCtx, cancel := context.WithCancel(sctx)
 	defer cancel()
-	subscribe := r.subscribeDie(evCtx, c.ID, time.Now())
+	subscribe := r.containerEvents(evCtx, c.ID, time.Now())
 	if err := r.docker.ContainerStart(sctx, c.ID, container.StartOptions{}); err != nil {
 		return verdict{reason: deploy.ReasonStartFailed, detail: err.Error()}
 	}
@@ -224,7 +226,7 @@ func (r *Recreate) rejoinOne(ctx, sctx context.Context, run *strategy.Run, oldT,
 	}
 	evCtx, cancel := context.WithCancel(sctx)
 	defer cancel()
-	subscribe := r.subscribeDie(evCtx, id, time.Now())
+	subscribe := r.containerEvents(evCtx, id, time.Now())
 	if err := r.docker.ContainerStart(sctx, id, container.StartOptions{}); err != nil {
 		return failed("start", err)
 	}

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
@@ -206,35 +204,16 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 	quiet := withoutAliases(sp)
 	// Pulled by digest, the image is not yet under its tag: create from it
 	// with the tag pointed there for the create only (see createTagged).
-	createdID, err := r.createTagged(sctx, quiet, name+deploy.SuffixNew)
+	newC, err := r.createNew(sctx, run.Journal, &st, PhaseSFCreate, quiet)
 	if err != nil {
-		return discard(fmt.Errorf("create %s: %w", name+deploy.SuffixNew, err))
-	}
-	created := container.CreateResponse{ID: createdID}
-	st.NewID = created.ID
-	if err := journal(sctx, run.Journal, &st, PhaseSFCreate); err != nil {
 		return discard(err)
 	}
-	for _, nj := range quiet.Connect {
-		if err := s.docker.NetworkConnect(sctx, nj.Network, created.ID, nj.Endpoint); err != nil {
-			return discard(fmt.Errorf("connect %s to network %s: %w", name+deploy.SuffixNew, nj.Network, err))
-		}
-	}
-	newC, err := s.docker.ContainerInspect(sctx, created.ID)
-	if err != nil {
-		return discard(fmt.Errorf("inspect %s: %w", name+deploy.SuffixNew, err))
-	}
+	created := container.CreateResponse{ID: newC.ID}
 	log.Info("new version created next to the old one", "container", ShortID(created.ID))
 
 	evCtx, evCancel := context.WithCancel(ctx)
 	defer evCancel()
-	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
-	subscribe := func() (<-chan events.Message, <-chan error) {
-		return s.docker.Events(evCtx, events.ListOptions{Since: since, Filters: filters.NewArgs(
-			filters.Arg("type", string(events.ContainerEventType)),
-			filters.Arg("container", created.ID),
-		)})
-	}
+	subscribe := r.containerEvents(evCtx, created.ID, time.Now().Add(-time.Second))
 	msgs, errs := subscribe()
 
 	if run.Stopping() {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 )
 
 // Journal phases, in the order a swap takes them.
@@ -46,6 +45,35 @@ func journal(ctx context.Context, jr strategy.Journal, st *deploy.Step, phase st
 		return fmt.Errorf("journal %s: %w", phase, err)
 	}
 	return nil
+}
+
+// createNew creates name+SuffixNew (name is st.Target) from sp, journals
+// its id under phase, connects it to sp's other networks and inspects it.
+// Whatever the error, a container it created is named in st.NewID, for the
+// caller to remove.
+func (r *Recreate) createNew(ctx context.Context, jr strategy.Journal, st *deploy.Step, phase string, sp spec) (containerInspect, error) {
+	name := st.Target + deploy.SuffixNew
+	id, err := r.createTagged(ctx, sp, name)
+	if err != nil {
+		return containerInspect{}, fmt.Errorf("create %s: %w", name, err)
+	}
+	st.NewID = id
+	if err := journal(ctx, jr, st, phase); err != nil {
+		return containerInspect{}, err
+	}
+	for _, nj := range sp.Connect {
+		if err := r.docker.NetworkConnect(ctx, nj.Network, id, nj.Endpoint); err != nil {
+			return containerInspect{}, fmt.Errorf("connect %s to network %s: %w", name, nj.Network, err)
+		}
+	}
+	c, err := r.docker.ContainerInspect(ctx, id)
+	if err != nil {
+		return containerInspect{}, fmt.Errorf("inspect %s: %w", name, err)
+	}
+	if sp.ImageID != "" && c.Image != sp.ImageID {
+		return containerInspect{}, fmt.Errorf("%s was created from image %s, not %s: the tag %s moved meanwhile", name, ShortID(c.Image), ShortID(sp.ImageID), sp.Tag)
+	}
+	return c, nil
 }
 
 // swap replaces cur by a container built from sp and gates it on its health,
@@ -97,27 +125,11 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	if err := journal(sctx, run.Journal, &st, PhaseCreate); err != nil {
 		return undo(err)
 	}
-	createdID, err := r.createTagged(sctx, sp, name+deploy.SuffixNew)
+	newC, err := r.createNew(sctx, run.Journal, &st, PhaseCreate, sp)
 	if err != nil {
-		return undo(fmt.Errorf("create %s: %w", name+deploy.SuffixNew, err))
-	}
-	created := container.CreateResponse{ID: createdID}
-	st.NewID = created.ID
-	if err := journal(sctx, run.Journal, &st, PhaseCreate); err != nil {
 		return undo(err)
 	}
-	for _, nj := range sp.Connect {
-		if err := r.docker.NetworkConnect(sctx, nj.Network, created.ID, nj.Endpoint); err != nil {
-			return undo(fmt.Errorf("connect %s to network %s: %w", name+deploy.SuffixNew, nj.Network, err))
-		}
-	}
-	newC, err := r.docker.ContainerInspect(sctx, created.ID)
-	if err != nil {
-		return undo(fmt.Errorf("inspect %s: %w", name+deploy.SuffixNew, err))
-	}
-	if sp.ImageID != "" && newC.Image != sp.ImageID {
-		return undo(fmt.Errorf("%s was created from image %s, not %s: the tag %s moved meanwhile", name+deploy.SuffixNew, ShortID(newC.Image), ShortID(sp.ImageID), sp.Tag))
-	}
+	created := container.CreateResponse{ID: newC.ID}
 	log.Info("replacement created", "container", ShortID(created.ID))
 
 	// Subscribe to the new container's events now, while the old one still
@@ -125,13 +137,7 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	// anything that happens before the subscription is live.
 	evCtx, evCancel := context.WithCancel(ctx)
 	defer evCancel()
-	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
-	subscribe := func() (<-chan events.Message, <-chan error) {
-		return r.docker.Events(evCtx, events.ListOptions{Since: since, Filters: filters.NewArgs(
-			filters.Arg("type", string(events.ContainerEventType)),
-			filters.Arg("container", created.ID),
-		)})
-	}
+	subscribe := r.containerEvents(evCtx, created.ID, time.Now().Add(-time.Second))
 	msgs, errs := subscribe()
 
 	steps := []struct {
