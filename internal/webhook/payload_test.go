@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -345,6 +346,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("WWW/Api"), "ghcr.io")
 	f.Add([]byte(""), "ghcr.io")
 	f.Fuzz(func(t *testing.T, payload []byte, host string) {
+		checkSameAsEncodingJSON(t, payload)
 		if _, err := parsePing(payload); err != nil {
 			checkMalformed(t, err)
 		}
@@ -574,6 +576,29 @@ func stringsByKey(t *testing.T, payload []byte) map[string][]string {
 			out[stack[n-1].key] = append(out[stack[n-1].key], s)
 		}
 		done()
+	}
+}
+
+// checkSameAsEncodingJSON fails t unless decodeEnvelope, whose fast path
+// is segmentio's decoder, decodes payload exactly as encoding/json alone
+// would: the same envelope, or the same error.
+func checkSameAsEncodingJSON(t *testing.T, payload []byte) {
+	t.Helper()
+	var want packageEnvelope
+	wantErr := json.Unmarshal(payload, &want)
+	if wantErr != nil {
+		wantErr, want = describe(wantErr), packageEnvelope{}
+	} else if bytes.TrimLeft(payload, " \t\r\n")[0] == 'n' {
+		wantErr = errors.New("top level is null, want an object")
+	}
+	got, err := decodeEnvelope(payload)
+	switch {
+	case (err == nil) != (wantErr == nil):
+		t.Fatalf("decodeEnvelope(%q) error = %v, encoding/json's = %v", payload, err, wantErr)
+	case err != nil && err.Error() != wantErr.Error():
+		t.Fatalf("decodeEnvelope(%q) error = %q, encoding/json's = %q", payload, err, wantErr)
+	case err == nil && !reflect.DeepEqual(got, want):
+		t.Fatalf("decodeEnvelope(%q) = %+v, encoding/json = %+v", payload, got, want)
 	}
 }
 
