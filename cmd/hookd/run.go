@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -305,8 +307,12 @@ func serveWith(ctx context.Context, cfg Config, logger *slog.Logger, st *store.S
 		close(workersDone)
 	}()
 	var serving sync.WaitGroup
+	listening := []any{"version", version}
+	if lim := debug.SetMemoryLimit(-1); lim < math.MaxInt64 {
+		listening = append(listening, "memory_limit_mib", lim>>20) // see softMemoryLimit
+	}
 	for i, srv := range servers {
-		logger.Info("listening", "addr", listeners[i].Addr().String(), "version", version)
+		logger.Info("listening", append([]any{"addr", listeners[i].Addr().String()}, listening...)...)
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
