@@ -320,6 +320,18 @@ func printJobs(w io.Writer, jobs []api.Job, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Target, orDash(string(j.Trigger)), j.Status, age, orDash(oneLine(jobProblem(j), 80)))
 	}
 	tw.Flush()
+	// What gates and hooks recorded (a verified signature, a hook's
+	// output, the job a superseded one was folded into), under the table.
+	noted := false
+	for _, j := range jobs {
+		for _, n := range j.Notes {
+			if !noted {
+				fmt.Fprintln(w, "\nnotes:")
+				noted = true
+			}
+			fmt.Fprintf(w, "  %s %s: %s\n", j.ID, j.Target, oneLine(n, 200))
+		}
+	}
 	printFailedVersions(w, jobs)
 }
 

@@ -211,6 +211,7 @@ func statusFixture(now time.Time) ([]api.Target, []api.Job) {
 		DigestAfter: "sha256:fedcba9876543210" + strings.Repeat("0", 48),
 		Failed: &api.FailedVersion{Container: "web", ExitCode: ptrTo(1), Health: "curl: (7) Failed to connect",
 			Logs: []string{"starting web v2", "panic: no DATABASE_URL"}},
+		Notes: []string{"signature verified: signed by o/web's workflow .github/workflows/ci.yml"},
 	}}
 	return targets, jobs
 }
@@ -249,7 +250,11 @@ func TestStatusTable(t *testing.T) {
 		}
 	}
 
-	// The failed version, whose container hookd removed, follows the table.
+	// The job's notes, then the failed version, whose container hookd
+	// removed, follow the table.
+	if want := "\nnotes:\n  job-1 web: signature verified: signed by o/web's workflow .github/workflows/ci.yml\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("status output %q does not have the job's note %q", out.String(), want)
+	}
 	wantFailed := "\nfailed version of web (job job-1, fedcba987654): exit code 1\n" +
 		"  last health check: curl: (7) Failed to connect\n" +
 		"  last log lines:\n" +
