@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
 	"github.com/and3rn3t/hookd/internal/containers"
@@ -374,5 +376,70 @@ func TestIntegrationStartFirstShutdownDuringGate(t *testing.T) {
 	}
 	if steps, _ := state.Steps(ctx); len(steps) != 0 {
 		t.Errorf("journal after shutdown = %+v, want empty", steps)
+	}
+}
+
+// TestIntegrationStartFirstDrain deploys with hookd.drain=2s: the old
+// container keeps running for at least that long after the new one took the
+// target's name (and aliases) before it gets its stop signal, and is gone
+// once the job ends.
+func TestIntegrationStartFirstDrain(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo = "hookd/sfdrain"
+	const drain = 2 * time.Second
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	net := dockertest.CreateNetwork(ctx, t, cli)
+	labels := map[string]string{deploy.LabelStrategy: containers.StartFirstName, deploy.LabelDrain: drain.String()}
+	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "sfdrain", Labels: enabled(labels), Network: net, Aliases: []string{"app"},
+	})
+	d := startDeployer(ctx, t, cli, rig{})
+	waitTarget(ctx, t, d.Deployer, name)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	evCtx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
+	msgs, errs := cli.Events(evCtx, events.ListOptions{Filters: filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))})
+	jobs, err := d.Submit(ctx, deploy.Request{Target: name, Trigger: deploy.TriggerManual})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := d.WaitJob(ctx, jobs[0].ID)
+	if err != nil || j.Status != deploy.StatusSucceeded {
+		t.Fatalf("job = %s %q, %v; want succeeded", j.Status, j.Error, err)
+	}
+	// renamed: the new container took the name; stopped: the old one got
+	// its stop signal (kill) or died.
+	var renamed, stopped time.Time
+	for stopped.IsZero() {
+		select {
+		case m := <-msgs:
+			switch {
+			case m.Action == events.ActionRename && m.Actor.Attributes["name"] == name && m.Actor.ID != oldID:
+				renamed = time.Unix(0, m.TimeNano)
+			case m.Actor.ID == oldID && (m.Action == events.ActionKill || m.Action == events.ActionDie):
+				stopped = time.Unix(0, m.TimeNano)
+			}
+		case err := <-errs:
+			t.Fatalf("events: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no stop of the old container among the events (renamed at %v)", renamed)
+		}
+	}
+	if renamed.IsZero() {
+		t.Fatal("the new container never took the target's name before the old one stopped")
+	}
+	if gap := stopped.Sub(renamed); gap < drain {
+		t.Errorf("the old container got its stop signal %v after the new one took the name, want at least %v (hookd.drain)", gap, drain)
+	} else {
+		t.Logf("the old container served %v next to the new one", gap.Round(time.Millisecond))
+	}
+	if left := containersNamed(ctx, t, cli, name); len(left) != 1 {
+		t.Errorf("containers named %s* = %v, want %s alone", name, keys(left), name)
+	}
+	if c := inspect(ctx, t, cli, name); c.ID == oldID || !c.State.Running {
+		t.Errorf("%s = %s running %v, want the new one running", name, containers.ShortID(c.ID), c.State.Running)
 	}
 }
