@@ -155,7 +155,8 @@ func (r *Recreate) afterEngineLoss(run *strategy.Run, st deploy.Step, v verdict,
 	j := run.Job
 	name := j.Target
 	where := phaseWords(st.Phase)
-	trusted := st.Phase == PhaseRollback && (v.reason == deploy.ReasonUnhealthy || v.reason == deploy.ReasonTimeout)
+	undoing := st.Phase == PhaseRollback || st.Phase == PhaseSFAbort
+	trusted := undoing && (v.reason == deploy.ReasonUnhealthy || v.reason == deploy.ReasonTimeout)
 	ctx := context.WithoutCancel(run.Life)
 	if st.Phase == PhaseRollback && !trusted {
 		// The verdict came from the engine stopping the replacement.
@@ -183,7 +184,7 @@ func (r *Recreate) afterEngineLoss(run *strategy.Run, st deploy.Step, v verdict,
 			logged = true
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		dir, err = r.recover(rctx, name, st)
+		dir, err = r.settleStep(rctx, name, st)
 		cancel()
 		if err == nil {
 			break
@@ -216,6 +217,8 @@ func (r *Recreate) afterEngineLoss(run *strategy.Run, st deploy.Step, v verdict,
 			Err: fmt.Errorf("new container %s: %s; rolled back to the previous container", v.reason, v.detail)}
 	case dir == dirNone:
 		j.Notes = append(j.Notes, fmt.Sprintf("the engine was back after %s; the previous container had not been touched and runs", away))
+	case st.Strategy == StartFirstName:
+		j.Notes = append(j.Notes, fmt.Sprintf("the engine was back after %s; hookd removed the new version and made sure the previous container runs", away))
 	default:
 		j.Notes = append(j.Notes, fmt.Sprintf("the engine was back after %s; hookd restored the previous container, which runs", away))
 	}
@@ -232,6 +235,14 @@ func phaseWords(phase string) string {
 		return "the rollback"
 	case PhaseCleanup:
 		return "the clean-up after a passed health gate"
+	case PhaseSFGate:
+		return "the new version's gate"
+	case PhaseSFAbort:
+		return "the removal of a new version that failed its gate"
+	case PhaseSFPromote:
+		return "the hand-over of the aliases"
+	case PhaseSFRetire:
+		return "the retirement of the old container"
 	}
 	return "the swap (" + phase + ")"
 }

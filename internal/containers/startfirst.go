@@ -188,7 +188,13 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 	st := deploy.Step{Target: name, JobID: j.ID, OldID: cur.ID, Strategy: StartFirstName}
 	// discard removes the new container after a failed step.
 	discard := func(cause error) strategy.Outcome {
+		if r.lost(cause) {
+			return r.afterEngineLoss(run, st, verdict{}, cause, log)
+		}
 		if _, err := r.recoverStartFirst(sctx, name, st); err != nil {
+			if r.lost(err) {
+				return r.afterEngineLoss(run, st, verdict{}, err, log)
+			}
 			log.Error("removing the new container failed; left for reconcile", "err", err)
 			return strategy.Failed(fmt.Errorf("removing the new container failed too (%v), after: %w", err, cause))
 		}
@@ -240,6 +246,9 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		t1 := time.Now()
 		v, unreachable, err = r.gateAll(ctx, p, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime)
 		run.Phase("health", t1)
+		if lost := r.gateLost(err, v); lost != nil {
+			return r.afterEngineLoss(run, st, verdict{}, lost, log)
+		}
 		if err != nil {
 			if run.Stopping() {
 				return discard(fmt.Errorf("shutting down during the gate: %w", err)) // abandoned: the job is queued again
@@ -262,6 +271,9 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		}
 		cause := fmt.Sprintf("new container %s: %s", v.reason, v.detail)
 		if _, err := r.recoverStartFirst(sctx, name, st); err != nil {
+			if r.lost(err) {
+				return r.afterEngineLoss(run, st, v, err, log)
+			}
 			return strategy.Failed(fmt.Errorf("%s; removing it failed, left for reconcile: %w", cause, err))
 		}
 		r.deleteStep(sctx, run.Journal, name, log)
@@ -287,6 +299,9 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		log.Error("journal retire failed", "err", err)
 	}
 	if err := s.retire(sctx, cur.ID, created.ID, name, drain); err != nil {
+		if r.lost(err) {
+			return r.afterEngineLoss(run, st, verdict{}, err, log)
+		}
 		log.Warn("retiring the old container failed; finishing it the reconcile's way", "err", err)
 		if _, rerr := r.recoverStartFirst(sctx, name, st); rerr != nil {
 			// Keep the journal: a restart must finish this swap, not undo it.

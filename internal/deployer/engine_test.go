@@ -54,6 +54,9 @@ func TestIntegrationEngineRestart(t *testing.T) {
 		failedKept bool
 		// The digest is remembered as rolled back (refused unless forced).
 		rolledBack bool
+		// Deployed start-first; the old container has no restart policy,
+		// so nothing but hookd starts it again after the engine's stop.
+		startFirst bool
 	}{
 		// The old container takes 8 s to stop: the engine goes away with
 		// hookd's stop in flight.
@@ -66,13 +69,21 @@ func TestIntegrationEngineRestart(t *testing.T) {
 		// the engine goes away during the rollback, which is finished later.
 		{name: "mid-rollback", stage: deploy.StageRollback, after: 2 * time.Second, unhealthy: true,
 			want: deploy.StatusRolledBack, failedKept: false, rolledBack: true},
+		// Start-first: the engine stops both versions during the new one's
+		// gate; the new one is removed and the old one started again.
+		{name: "start-first-mid-gate", stage: deploy.StageGating, after: time.Second, slowStart: 2 * time.Minute,
+			want: deploy.StatusFailed, startFirst: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			repo := "hookd/engine-" + tt.name
 			reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+			labels, policy := map[string]string(nil), "unless-stopped"
+			if tt.startFirst {
+				labels, policy = startFirst, ""
+			}
 			oldID, target := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
-				Image: reg.Ref(repo, "latest"), Name: "engine", Labels: enabled(nil), RestartPolicy: "unless-stopped",
+				Image: reg.Ref(repo, "latest"), Name: "engine", Labels: enabled(labels), RestartPolicy: policy,
 				// The test program ignores SIGWINCH: a stop takes the whole timeout.
 				Customize: func(c *container.Config, _ *container.HostConfig, _ *network.NetworkingConfig) {
 					timeout := 8
