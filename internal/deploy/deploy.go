@@ -104,6 +104,11 @@ type Job struct {
 	// Verified is what the signature a gate verified says about the new
 	// image; zero when none was verified.
 	Verified Verification `json:"verified,omitzero"`
+	// Rejected says a gate refused the image itself (ErrRejected: unsigned,
+	// signed by someone else), not a policy or a gate that could not
+	// decide, so that the refusal of DigestAfter is remembered across
+	// restarts.
+	Rejected bool `json:"rejected,omitempty"`
 	// Failed describes the new version that failed its gate, when one did:
 	// hookd removes its container (a kept one would confuse Compose), so
 	// this is what is left to tell why.

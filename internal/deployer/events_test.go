@@ -347,3 +347,55 @@ func TestRejectedDigestRemembered(t *testing.T) {
 		t.Errorf("target refused digest after a success = %q, want forgotten", got)
 	}
 }
+
+// TestRejectedDigestRememberedAcrossRestart: after a restart over the same
+// state, the digest a gate rejected is still refused at Submit, without a
+// pull or the gate looking again (the poll after a restart would otherwise
+// pull and verify it once more), and the target shows it.
+func TestRejectedDigestRememberedAcrossRestart(t *testing.T) {
+	const unsigned = "sha256:unsigned"
+	ctx := context.Background()
+	state := newMemState(0)
+	asked := 0
+	start := func() *Deployer {
+		t.Helper()
+		s := &scripted{admit: unsigned, out: strategy.Outcome{Status: deploy.StatusSucceeded}}
+		d := queueDeployer(t, Config{State: state, Strategies: map[string]Strategy{"scripted": s}}, "web")
+		tg := d.targets["web"]
+		tg.Strategy = "scripted"
+		d.targets["web"] = tg
+		d.cfg.Gates = []Gate{gateFunc(func(context.Context, *deploy.Job) error {
+			asked++
+			return fmt.Errorf("no signature found: %w", deploy.ErrRejected)
+		})}
+		if err := d.resume(ctx); err != nil {
+			t.Fatalf("resume() error = %v", err)
+		}
+		runWorkers(t, d)
+		return d
+	}
+	submit := func(d *Deployer, req deploy.Request) deploy.Job {
+		t.Helper()
+		req.Target = "web"
+		jobs, err := d.Submit(ctx, req)
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("Submit(%+v) = %v, %v, want one job", req, jobs, err)
+		}
+		return waitJob(t, d, jobs[0].ID)
+	}
+
+	if j := submit(start(), deploy.Request{ID: "push", Digest: unsigned, Trigger: deploy.TriggerWebhook}); j.Status != deploy.StatusRefused || asked != 1 {
+		t.Fatalf("job the gate rejected = %s %q (gate asked %d times), want refused by the gate", j.Status, j.Error, asked)
+	}
+	d := start() // hookd restarted
+	if got := d.Targets()[0].Refused; got != unsigned {
+		t.Errorf("after a restart the target's refused digest = %q, want %q", got, unsigned)
+	}
+	j := submit(d, deploy.Request{ID: "poll", Digest: unsigned, Trigger: deploy.TriggerPoll})
+	if j.Status != deploy.StatusRefused || !strings.Contains(j.Error, "was refused") || !strings.Contains(j.Error, "no signature found") {
+		t.Errorf("poll of the rejected digest after a restart = %s %q, want refused with the gate's reason", j.Status, j.Error)
+	}
+	if asked != 1 {
+		t.Errorf("the gate was asked %d times, want once: the rejection is remembered across the restart", asked)
+	}
+}

@@ -46,6 +46,7 @@ func (d *Deployer) runJob(runCtx context.Context, j deploy.Job) {
 			for _, g := range d.cfg.Gates {
 				if err := g.Admit(ctx, &j); err != nil {
 					if errors.Is(err, deploy.ErrRejected) {
+						j.Rejected = true
 						d.noteRejection(j.Target, digest, err)
 					}
 					return err

@@ -46,8 +46,10 @@ func (d *Deployer) noteRejection(target, digest string, err error) {
 	d.mu.Unlock()
 }
 
-// noteRollback remembers the digest a rolled-back job tried, and forgets it
-// once a deploy of the target succeeds or finds it up to date.
+// noteRollback remembers the digest a rolled-back job tried, or a gate
+// rejected, and forgets both once a deploy of the target succeeds or finds
+// it up to date. Replayed over the stored jobs at start-up, it restores
+// what the previous run remembered.
 func (d *Deployer) noteRollback(j deploy.Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -60,6 +62,10 @@ func (d *Deployer) noteRollbackLocked(j deploy.Job) {
 	case deploy.StatusRolledBack:
 		if j.DigestAfter != "" {
 			d.rolledBack[j.Target] = j.DigestAfter
+		}
+	case deploy.StatusRefused:
+		if j.Rejected && j.DigestAfter != "" {
+			d.rejected[j.Target] = rejection{digest: j.DigestAfter, reason: j.Error}
 		}
 	case deploy.StatusSucceeded, deploy.StatusUpToDate:
 		delete(d.rolledBack, j.Target)
