@@ -91,7 +91,7 @@ type Recreate struct {
 	// (start-first): fit says why the target does not suit it (the job is
 	// refused before anything is pulled), replace swaps in its own way.
 	fit     func(ctx context.Context, cur containerInspect) error
-	replace func(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, log *slog.Logger) strategy.Outcome
+	replace func(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, rel relations, log *slog.Logger) strategy.Outcome
 }
 
 // NewRecreate returns the recreate strategy.
@@ -232,8 +232,8 @@ func (r *Recreate) Deploy(ctx context.Context, run *strategy.Run) strategy.Outco
 	var out strategy.Outcome
 	if r.replace != nil {
 		// Start-first: it refuses shared namespaces (fit), so it has no
-		// joiners; dependents that asked to restart are not restarted by it.
-		out = r.replace(ctx, run, cur, sp, log)
+		// joiners; it restarts the dependents that asked for it.
+		out = r.replace(ctx, run, cur, sp, rel, log)
 	} else {
 		out = r.swap(ctx, run, cur, sp, rel, log)
 	}

@@ -167,7 +167,7 @@ func (s *StartFirst) drain(labels map[string]string) time.Duration {
 // target's aliases and name, and retires cur. Docker steps run to
 // completion even when shutdown begins; until the new container takes
 // requests, shutdown removes it and hands the job back to the queue.
-func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, log *slog.Logger) strategy.Outcome {
+func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerInspect, sp spec, rel relations, log *slog.Logger) strategy.Outcome {
 	r := s.rc
 	j := run.Job
 	name := j.Target
@@ -178,7 +178,7 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 	timeout := r.healthTimeout(cur.Config.Labels)
 	drain := s.drain(cur.Config.Labels)
 	p, _ := parseProbe(cur.Config.Labels) // checked before the pull
-	budget := grace + drain + max(timeout, r.cfg.SettleTime) + 2*time.Minute
+	budget := grace + drain + max(timeout, r.cfg.SettleTime) + 2*time.Minute + r.dependentsBudget(rel)
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer scancel()
 
@@ -314,7 +314,23 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		log.Error("moving the local tag to the new image failed", "tag", sp.Tag, "err", err)
 	}
 	r.deleteStep(sctx, run.Journal, name, log)
+	// The dependents that asked to be restarted after the target was
+	// redeployed (Compose's restart: true, hookd.depends-on) are restarted
+	// once the new version serves alone, each gated, as after a recreate.
+	// The swap is finished by then and the old version gone, so one that
+	// fails cannot undo it: the job fails and says which, and why.
+	if dep := r.afterGate(ctx, sctx, run, cur, newC, rel, log); dep.v.reason != "" {
+		j.Failed = r.failedVersion(sctx, dep.failedID, dep.failedName, dep.failedVerdict)
+		return strategy.Failed(fmt.Errorf("the new version of %s passed its gate and serves, but %s; start-first had retired the old version, "+
+			"so nothing was rolled back: fix the dependent, or deploy the previous image", name, dependentFailure(dep)))
+	}
 	return strategy.Outcome{Status: deploy.StatusSucceeded}
+}
+
+// dependentFailure says which dependent failed after its restart, and how.
+func dependentFailure(dep dependentsDone) string {
+	return fmt.Sprintf("%s, which depends on it, failed after its restart (%s: %s)",
+		dep.failedName, dep.failedVerdict.reason, dep.failedVerdict.detail)
 }
 
 // withoutAliases returns sp with no network alias: the new container joins

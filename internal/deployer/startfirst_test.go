@@ -443,3 +443,43 @@ func TestIntegrationStartFirstDrain(t *testing.T) {
 		t.Errorf("%s = %s running %v, want the new one running", name, containers.ShortID(c.ID), c.State.Running)
 	}
 }
+
+// TestIntegrationStartFirstRestartsDependents: a container that asked to be
+// restarted when the target is redeployed (hookd.depends-on, as Compose's
+// depends_on with restart: true) is restarted, gated, once the start-first
+// swap is done: the same container, started anew, and the job says so.
+func TestIntegrationStartFirstRestartsDependents(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	cli := dockertest.Docker(t)
+	reg := dockertest.NewRegistry(t)
+	const repo, workerRepo = "hookd/sfdeps", "hookd/sfdeps-worker"
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v1"})
+	reg.PushApp(ctx, t, workerRepo, "latest", dockertest.App{Version: "w1"})
+	net := dockertest.CreateNetwork(ctx, t, cli)
+	oldID, name := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(repo, "latest"), Name: "sfdeps", Labels: enabled(startFirst), Network: net, Aliases: []string{"app"},
+	})
+	workerID, worker := dockertest.RunContainer(ctx, t, cli, dockertest.ContainerOptions{
+		Image: reg.Ref(workerRepo, "latest"), Name: "sfworker", Network: net,
+		Labels: enabled(map[string]string{deploy.LabelDependsOn: name}),
+	})
+	d := startDeployer(ctx, t, cli, rig{})
+	waitTarget(ctx, t, d.Deployer, name)
+	waitTarget(ctx, t, d.Deployer, worker)
+	reg.PushApp(ctx, t, repo, "latest", dockertest.App{Version: "v2"})
+
+	started := inspect(ctx, t, cli, worker).State.StartedAt
+	j := deployOne(ctx, t, d.Deployer, deploy.Request{Target: name})
+	if j.Status != deploy.StatusSucceeded {
+		t.Fatalf("deploy = %s %q, want succeeded", j.Status, j.Error)
+	}
+	if c := inspect(ctx, t, cli, worker); c.ID != workerID || c.State.StartedAt == started || !c.State.Running {
+		t.Errorf("%s = %s started %s (was %s) running %v, want the same container restarted", worker, containers.ShortID(c.ID), c.State.StartedAt, started, c.State.Running)
+	}
+	if !slices.ContainsFunc(j.Notes, func(n string) bool { return strings.Contains(n, "restarted "+worker) }) {
+		t.Errorf("job notes = %q, want one saying %s was restarted", j.Notes, worker)
+	}
+	if c := inspect(ctx, t, cli, name); c.ID == oldID || !c.State.Running {
+		t.Errorf("%s = %s running %v, want the new version running", name, containers.ShortID(c.ID), c.State.Running)
+	}
+}
