@@ -299,16 +299,7 @@ func TestRejectedDigestRemembered(t *testing.T) {
 		return verdict
 	})}
 	runWorkers(t, d)
-	ctx := context.Background()
-	submit := func(req deploy.Request) deploy.Job {
-		t.Helper()
-		req.Target = "web"
-		jobs, err := d.Submit(ctx, req)
-		if err != nil || len(jobs) != 1 {
-			t.Fatalf("Submit(%+v) = %v, %v, want one job", req, jobs, err)
-		}
-		return waitJob(t, d, jobs[0].ID)
-	}
+	submit := func(req deploy.Request) deploy.Job { t.Helper(); return submitWeb(t, d, req) }
 
 	if j := submit(deploy.Request{ID: "registry-down", Digest: unsigned, Trigger: deploy.TriggerWebhook}); j.Status != deploy.StatusRefused {
 		t.Fatalf("job the gate could not decide = %s, want refused", j.Status)
@@ -374,28 +365,29 @@ func TestRejectedDigestRememberedAcrossRestart(t *testing.T) {
 		runWorkers(t, d)
 		return d
 	}
-	submit := func(d *Deployer, req deploy.Request) deploy.Job {
-		t.Helper()
-		req.Target = "web"
-		jobs, err := d.Submit(ctx, req)
-		if err != nil || len(jobs) != 1 {
-			t.Fatalf("Submit(%+v) = %v, %v, want one job", req, jobs, err)
-		}
-		return waitJob(t, d, jobs[0].ID)
-	}
-
-	if j := submit(start(), deploy.Request{ID: "push", Digest: unsigned, Trigger: deploy.TriggerWebhook}); j.Status != deploy.StatusRefused || asked != 1 {
+	if j := submitWeb(t, start(), deploy.Request{ID: "push", Digest: unsigned, Trigger: deploy.TriggerWebhook}); j.Status != deploy.StatusRefused || asked != 1 {
 		t.Fatalf("job the gate rejected = %s %q (gate asked %d times), want refused by the gate", j.Status, j.Error, asked)
 	}
 	d := start() // hookd restarted
 	if got := d.Targets()[0].Refused; got != unsigned {
 		t.Errorf("after a restart the target's refused digest = %q, want %q", got, unsigned)
 	}
-	j := submit(d, deploy.Request{ID: "poll", Digest: unsigned, Trigger: deploy.TriggerPoll})
+	j := submitWeb(t, d, deploy.Request{ID: "poll", Digest: unsigned, Trigger: deploy.TriggerPoll})
 	if j.Status != deploy.StatusRefused || !strings.Contains(j.Error, "was refused") || !strings.Contains(j.Error, "no signature found") {
 		t.Errorf("poll of the rejected digest after a restart = %s %q, want refused with the gate's reason", j.Status, j.Error)
 	}
 	if asked != 1 {
 		t.Errorf("the gate was asked %d times, want once: the rejection is remembered across the restart", asked)
 	}
+}
+
+// submitWeb submits req for the target "web" and waits for its one job.
+func submitWeb(t *testing.T, d *Deployer, req deploy.Request) deploy.Job {
+	t.Helper()
+	req.Target = "web"
+	jobs, err := d.Submit(context.Background(), req)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Submit(%+v) = %v, %v, want one job", req, jobs, err)
+	}
+	return waitJob(t, d, jobs[0].ID)
 }
