@@ -214,12 +214,11 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 	if err != nil {
 		return discard(err)
 	}
-	created := container.CreateResponse{ID: newC.ID}
-	log.Info("new version created next to the old one", "container", ShortID(created.ID))
+	log.Info("new version created next to the old one", "container", ShortID(newC.ID))
 
 	evCtx, evCancel := context.WithCancel(ctx)
 	defer evCancel()
-	subscribe := r.containerEvents(evCtx, created.ID, time.Now().Add(-time.Second))
+	subscribe := r.containerEvents(evCtx, newC.ID, time.Now().Add(-time.Second))
 	msgs, errs := subscribe()
 
 	if run.Stopping() {
@@ -228,7 +227,7 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 	if err := journal(sctx, run.Journal, &st, PhaseSFStart); err != nil {
 		return discard(err)
 	}
-	startErr := s.docker.ContainerStart(sctx, created.ID, container.StartOptions{})
+	startErr := s.docker.ContainerStart(sctx, newC.ID, container.StartOptions{})
 	run.Phase("swap", t0)
 
 	var v verdict
@@ -244,7 +243,7 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		log.Info("new version started next to the old one; waiting for its gate",
 			"healthcheck", hasHealth, "probe", p != nil, "timeout_seconds", timeout.Seconds())
 		t1 := time.Now()
-		v, unreachable, err = r.gateAll(ctx, p, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime)
+		v, unreachable, err = r.gateAll(ctx, p, newC.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime)
 		run.Phase("health", t1)
 		if lost := r.gateLost(err, v); lost != nil {
 			return r.afterEngineLoss(run, st, verdict{}, lost, log)
@@ -290,7 +289,7 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 	if err := journal(sctx, run.Journal, &st, PhaseSFPromote); err != nil {
 		return discard(err)
 	}
-	if err := s.promote(sctx, created.ID, name, sp); err != nil {
+	if err := s.promote(sctx, newC.ID, name, sp); err != nil {
 		return discard(err)
 	}
 	log.Info("new version passed its gate and carries the aliases; retiring the old one", "drain_seconds", drain.Seconds())
@@ -298,7 +297,7 @@ func (s *StartFirst) swap(ctx context.Context, run *strategy.Run, cur containerI
 		// The new version serves already: finish all the same.
 		log.Error("journal retire failed", "err", err)
 	}
-	if err := s.retire(sctx, cur.ID, created.ID, name, drain); err != nil {
+	if err := s.retire(sctx, cur.ID, newC.ID, name, drain); err != nil {
 		if r.lost(err) {
 			return r.afterEngineLoss(run, st, verdict{}, err, log)
 		}

@@ -129,15 +129,14 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	if err != nil {
 		return undo(err)
 	}
-	created := container.CreateResponse{ID: newC.ID}
-	log.Info("replacement created", "container", ShortID(created.ID))
+	log.Info("replacement created", "container", ShortID(newC.ID))
 
 	// Subscribe to the new container's events now, while the old one still
 	// serves, so that subscribing adds nothing to the downtime. Since replays
 	// anything that happens before the subscription is live.
 	evCtx, evCancel := context.WithCancel(ctx)
 	defer evCancel()
-	subscribe := r.containerEvents(evCtx, created.ID, time.Now().Add(-time.Second))
+	subscribe := r.containerEvents(evCtx, newC.ID, time.Now().Add(-time.Second))
 	msgs, errs := subscribe()
 
 	steps := []struct {
@@ -146,7 +145,7 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	}{
 		{PhaseStopOld, func() error { return r.docker.ContainerStop(sctx, cur.ID, container.StopOptions{}) }},
 		{PhaseRenameOld, func() error { return r.docker.ContainerRename(sctx, cur.ID, name+deploy.SuffixOld) }},
-		{PhaseRenameNew, func() error { return r.docker.ContainerRename(sctx, created.ID, name) }},
+		{PhaseRenameNew, func() error { return r.docker.ContainerRename(sctx, newC.ID, name) }},
 	}
 	for _, s := range steps {
 		if run.Stopping() {
@@ -162,7 +161,7 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 	if err := journal(sctx, run.Journal, &st, PhaseStartNew); err != nil {
 		return undo(err)
 	}
-	startErr := r.docker.ContainerStart(sctx, created.ID, container.StartOptions{})
+	startErr := r.docker.ContainerStart(sctx, newC.ID, container.StartOptions{})
 	run.Phase("swap", t0)
 	if r.lost(startErr) {
 		return r.afterEngineLoss(run, st, verdict{}, startErr, log)
@@ -179,7 +178,7 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 		hasHealth := hasHealthcheck(newC.Config)
 		log.Info("replacement started; waiting for health gate", "healthcheck", hasHealth, "timeout_seconds", timeout.Seconds())
 		t1 := time.Now()
-		v, err = r.gateProbed(ctx, cur, created.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime) // probe.go
+		v, err = r.gateProbed(ctx, cur, newC.ID, msgs, errs, subscribe, hasHealth, timeout, r.cfg.SettleTime) // probe.go
 		run.Phase("health", t1)
 		if lost := r.gateLost(err, v); lost != nil {
 			return r.afterEngineLoss(run, st, verdict{}, lost, log)
@@ -193,7 +192,7 @@ func (r *Recreate) swap(ctx context.Context, run *strategy.Run, cur containerIns
 		}
 	}
 
-	failedID, failedName := created.ID, name
+	failedID, failedName := newC.ID, name
 	var dep dependentsDone
 	if v.reason == "" {
 		j.HealthyAt = time.Now().UTC()
